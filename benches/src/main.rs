@@ -1,0 +1,2 @@
+//! Placeholder for the benchmark runner; the foundation issue fills it in.
+fn main() {}
