@@ -1,0 +1,758 @@
+//! What the real API server's registry strategies do on write, for the kinds it
+//! matters to: defaulting (namespace name label, NetworkPolicy `policyTypes` and
+//! port protocol, CRD names and status), status reset on create, and validation
+//! (object metadata, NetworkPolicy, CRD). Pure functions over JSON objects.
+
+use std::net::IpAddr;
+
+use serde_json::{Map, Value, json};
+
+use super::resources::ResourceDef;
+use super::selectors::{is_dns_label, is_dns_subdomain, validate_label_key, validate_label_value};
+use super::status::FieldError;
+
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+pub const CRD_CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
+
+fn is(def: &ResourceDef, group: &str, resource: &str) -> bool {
+    def.crd.is_none() && def.group == group && def.resource == resource
+}
+
+/// Status reset and create-only defaults (upstream `PrepareForCreate`).
+pub fn prepare_create(def: &ResourceDef, obj: &mut Value) {
+    if is(def, "", "pods") {
+        obj["status"] = json!({"phase": "Pending"});
+    } else if is(def, "", "namespaces") {
+        obj["status"] = json!({"phase": "Active"});
+        if obj.pointer("/spec/finalizers").is_none() {
+            obj["spec"] = json!({"finalizers": ["kubernetes"]});
+        }
+    } else if is(def, "", "services") {
+        obj["status"] = json!({"loadBalancer": {}});
+    } else if is(def, "apiextensions.k8s.io", "customresourcedefinitions") {
+        let fins = obj.pointer_mut("/metadata/finalizers");
+        match fins {
+            Some(Value::Array(a)) => {
+                if !a.iter().any(|f| f == CRD_CLEANUP_FINALIZER) {
+                    a.push(json!(CRD_CLEANUP_FINALIZER));
+                }
+            }
+            _ => obj["metadata"]["finalizers"] = json!([CRD_CLEANUP_FINALIZER]),
+        }
+    } else if def.crd.is_some()
+        && def.status_subresource
+        && let Some(m) = obj.as_object_mut()
+    {
+        m.remove("status");
+    }
+}
+
+/// Defaults applied on every write.
+pub fn default_object(def: &ResourceDef, obj: &mut Value, existing_crd_stored_versions: &[String]) {
+    if is(def, "", "namespaces") {
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let labels = obj["metadata"]
+            .as_object_mut()
+            .map(|m| m.entry("labels").or_insert_with(|| json!({})));
+        if let Some(Value::Object(l)) = labels {
+            l.insert(NAMESPACE_NAME_LABEL.into(), Value::String(name));
+        }
+    } else if is(def, "networking.k8s.io", "networkpolicies") {
+        default_network_policy(obj);
+    } else if is(def, "apiextensions.k8s.io", "customresourcedefinitions") {
+        default_crd(obj, existing_crd_stored_versions);
+    }
+}
+
+/// `SetDefaults_NetworkPolicy` and `SetDefaults_NetworkPolicyPort`.
+fn default_network_policy(obj: &mut Value) {
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        obj["spec"] = json!({"podSelector": {}, "policyTypes": ["Ingress"]});
+        return;
+    };
+    spec.entry("podSelector").or_insert_with(|| json!({}));
+    let has_types = spec
+        .get("policyTypes")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty());
+    if !has_types {
+        let has_egress = spec
+            .get("egress")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty());
+        let types = if has_egress {
+            json!(["Ingress", "Egress"])
+        } else {
+            json!(["Ingress"])
+        };
+        spec.insert("policyTypes".into(), types);
+    }
+    for dir in ["ingress", "egress"] {
+        if let Some(Value::Array(rules)) = spec.get_mut(dir) {
+            for rule in rules {
+                if let Some(Value::Array(ports)) = rule.get_mut("ports") {
+                    for p in ports {
+                        if let Some(m) = p.as_object_mut() {
+                            m.entry("protocol").or_insert_with(|| json!("TCP"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Names defaults and the status the CRD controllers would write at once:
+/// accepted names, NamesAccepted/Established conditions, stored versions.
+fn default_crd(obj: &mut Value, stored_before: &[String]) {
+    let Some(names) = obj
+        .pointer_mut("/spec/names")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    let kind = names
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    names
+        .entry("singular")
+        .or_insert_with(|| json!(kind.to_lowercase()));
+    names
+        .entry("listKind")
+        .or_insert_with(|| json!(format!("{kind}List")));
+    let accepted = Value::Object(names.clone());
+    if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.entry("scope").or_insert_with(|| json!("Namespaced"));
+        if let Some(Value::Array(versions)) = spec.get_mut("versions") {
+            for v in versions {
+                if let Some(cols) = v
+                    .get_mut("additionalPrinterColumns")
+                    .and_then(Value::as_array_mut)
+                {
+                    for c in cols.iter_mut().filter_map(Value::as_object_mut) {
+                        c.entry("priority").or_insert(json!(0));
+                    }
+                }
+            }
+        }
+        spec.entry("conversion")
+            .or_insert_with(|| json!({"strategy": "None"}));
+    }
+    let storage = obj
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .and_then(|vs| vs.iter().find(|v| v.get("storage") == Some(&json!(true))))
+        .and_then(|v| v.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let mut stored: Vec<String> = stored_before.to_vec();
+    if !storage.is_empty() && !stored.contains(&storage) {
+        stored.push(storage);
+    }
+    let now = obj
+        .pointer("/metadata/creationTimestamp")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let terminating = obj.pointer("/metadata/deletionTimestamp").is_some();
+    let mut conditions = vec![
+        json!({"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": now}),
+        json!({"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": now}),
+    ];
+    if terminating {
+        conditions.push(json!({"type": "Terminating", "status": "True", "reason": "InstanceDeletionInProgress", "message": "CustomResource deletion is in progress", "lastTransitionTime": now}));
+    }
+    obj["status"] =
+        json!({"acceptedNames": accepted, "conditions": conditions, "storedVersions": stored});
+}
+
+/// Validation of the object about to be stored.
+pub fn validate(def: &ResourceDef, obj: &Value) -> Vec<FieldError> {
+    let mut errs = validate_metadata(def, obj);
+    if is(def, "networking.k8s.io", "networkpolicies") {
+        errs.extend(validate_network_policy(obj));
+    } else if is(def, "apiextensions.k8s.io", "customresourcedefinitions") {
+        errs.extend(validate_crd(obj));
+    }
+    errs
+}
+
+const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+
+fn validate_metadata(def: &ResourceDef, obj: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let name_v = obj
+        .pointer("/metadata/name")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let name = name_v.as_str().unwrap_or("");
+    if name.is_empty() {
+        errs.push(FieldError::required(
+            "metadata.name",
+            "name or generateName is required",
+        ));
+    } else if is(def, "", "namespaces") || is(def, "", "services") {
+        if !is_dns_label(name) {
+            errs.push(FieldError::invalid("metadata.name", &name_v, LABEL_MSG));
+        }
+    } else if !is_dns_subdomain(name) {
+        errs.push(FieldError::invalid("metadata.name", &name_v, SUBDOMAIN_MSG));
+    }
+    if let Some(labels) = obj.pointer("/metadata/labels") {
+        match labels.as_object() {
+            Some(m) => {
+                for (k, v) in m {
+                    if let Err(why) = validate_label_key(k) {
+                        errs.push(FieldError::invalid("metadata.labels", &json!(k), why));
+                    }
+                    match v.as_str() {
+                        Some(s) => {
+                            if let Err(why) = validate_label_value(s) {
+                                errs.push(FieldError::invalid("metadata.labels", v, why));
+                            }
+                        }
+                        None => errs.push(FieldError::invalid(
+                            "metadata.labels",
+                            v,
+                            "label values must be strings",
+                        )),
+                    }
+                }
+            }
+            None if labels.is_null() => {}
+            None => errs.push(FieldError::invalid(
+                "metadata.labels",
+                labels,
+                "must be a map of strings",
+            )),
+        }
+    }
+    if let Some(ann) = obj
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+    {
+        for (k, v) in ann {
+            if let Err(why) = validate_label_key(k) {
+                errs.push(FieldError::invalid("metadata.annotations", &json!(k), why));
+            }
+            if !v.is_string() {
+                errs.push(FieldError::invalid(
+                    format!("metadata.annotations[{k}]"),
+                    v,
+                    "annotation values must be strings",
+                ));
+            }
+        }
+    }
+    errs
+}
+
+/// Validates a `metav1.LabelSelector` object at `path`.
+fn validate_label_selector(sel: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    if sel.is_null() {
+        return;
+    }
+    if let Some(ml) = sel.get("matchLabels").and_then(Value::as_object) {
+        for (k, v) in ml {
+            if let Err(why) = validate_label_key(k) {
+                errs.push(FieldError::invalid(
+                    format!("{path}.matchLabels"),
+                    &json!(k),
+                    why,
+                ));
+            }
+            if let Err(why) = validate_label_value(v.as_str().unwrap_or("")) {
+                errs.push(FieldError::invalid(format!("{path}.matchLabels"), v, why));
+            }
+        }
+    }
+    if let Some(exprs) = sel.get("matchExpressions").and_then(Value::as_array) {
+        for (i, e) in exprs.iter().enumerate() {
+            let p = format!("{path}.matchExpressions[{i}]");
+            let values = e
+                .get("values")
+                .and_then(Value::as_array)
+                .map(Vec::len)
+                .unwrap_or(0);
+            let op = e.get("operator").cloned().unwrap_or(Value::Null);
+            match op.as_str() {
+                Some("In") | Some("NotIn") if values == 0 => errs.push(FieldError::required(
+                    format!("{p}.values"),
+                    "must be specified when `operator` is 'In' or 'NotIn'",
+                )),
+                Some("Exists") | Some("DoesNotExist") if values > 0 => {
+                    errs.push(FieldError::forbidden(
+                        format!("{p}.values"),
+                        "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+                    ))
+                }
+                Some("In" | "NotIn" | "Exists" | "DoesNotExist") => {}
+                _ => errs.push(FieldError::invalid(
+                    format!("{p}.operator"),
+                    &op,
+                    "not a valid selector operator",
+                )),
+            }
+            match e.get("key").and_then(Value::as_str) {
+                Some(k) => {
+                    if let Err(why) = validate_label_key(k) {
+                        errs.push(FieldError::invalid(format!("{p}.key"), &json!(k), why));
+                    }
+                }
+                None => errs.push(FieldError::required(format!("{p}.key"), "")),
+            }
+        }
+    }
+}
+
+/// Parses `a.b.c.d/n` or `x::/n` into (network address, prefix length).
+pub fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
+    let (ip, len) = s.split_once('/')?;
+    let ip: IpAddr = ip.parse().ok()?;
+    let len: u8 = len.parse().ok()?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    if len > max {
+        return None;
+    }
+    Some((mask(ip, len), len))
+}
+
+fn mask(ip: IpAddr, len: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let m = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            IpAddr::V4((u32::from(v4) & m).into())
+        }
+        IpAddr::V6(v6) => {
+            let m = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
+            IpAddr::V6((u128::from(v6) & m).into())
+        }
+    }
+}
+
+const CIDR_MSG: &str = "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)";
+
+fn validate_ip_block(ipb: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    let cidr_v = ipb.get("cidr").cloned().unwrap_or(Value::Null);
+    let cidr = cidr_v.as_str().unwrap_or("");
+    if cidr.is_empty() {
+        errs.push(FieldError::required(format!("{path}.cidr"), ""));
+        return;
+    }
+    let Some((net, len)) = parse_cidr(cidr) else {
+        errs.push(FieldError::invalid(
+            format!("{path}.cidr"),
+            &cidr_v,
+            CIDR_MSG,
+        ));
+        return;
+    };
+    for (i, ex_v) in ipb
+        .get("except")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let p = format!("{path}.except[{i}]");
+        let Some((ex_net, ex_len)) = ex_v.as_str().and_then(parse_cidr) else {
+            errs.push(FieldError::invalid(p, ex_v, CIDR_MSG));
+            continue;
+        };
+        let same_family = ex_net.is_ipv4() == net.is_ipv4();
+        if !same_family || ex_len <= len || mask(ex_net, len) != net {
+            errs.push(FieldError::invalid(
+                p,
+                ex_v,
+                "must be a strict subset of `cidr`",
+            ));
+        }
+    }
+}
+
+fn is_port_name(s: &str) -> Result<(), &'static str> {
+    let b = s.as_bytes();
+    if b.is_empty() || b.len() > 15 {
+        return Err("must be no more than 15 characters");
+    }
+    if !b
+        .iter()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+    {
+        return Err("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)");
+    }
+    if !b.iter().any(|c| c.is_ascii_lowercase()) {
+        return Err("must contain at least one letter (a-z)");
+    }
+    if b[0] == b'-' || b[b.len() - 1] == b'-' || s.contains("--") {
+        return Err("must not begin or end with a hyphen, nor contain adjacent hyphens");
+    }
+    Ok(())
+}
+
+const PORT_RANGE_MSG: &str = "must be between 1 and 65535, inclusive";
+
+fn validate_np_port(port: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    if let Some(proto) = port.get("protocol")
+        && !matches!(proto.as_str(), Some("TCP" | "UDP" | "SCTP"))
+    {
+        errs.push(FieldError::not_supported(
+            format!("{path}.protocol"),
+            proto,
+            &["SCTP", "TCP", "UDP"],
+        ));
+    }
+    let end = port.get("endPort").filter(|v| !v.is_null());
+    match port.get("port").filter(|v| !v.is_null()) {
+        Some(p @ Value::Number(n)) => {
+            let n = n.as_i64().unwrap_or(0);
+            if !(1..=65535).contains(&n) {
+                errs.push(FieldError::invalid(
+                    format!("{path}.port"),
+                    p,
+                    PORT_RANGE_MSG,
+                ));
+            }
+            if let Some(e) = end {
+                let ev = e.as_i64().unwrap_or(0);
+                if ev < n {
+                    errs.push(FieldError::invalid(
+                        format!("{path}.endPort"),
+                        p,
+                        "must be greater than or equal to `port`",
+                    ));
+                }
+                if !(1..=65535).contains(&ev) {
+                    errs.push(FieldError::invalid(
+                        format!("{path}.endPort"),
+                        e,
+                        PORT_RANGE_MSG,
+                    ));
+                }
+            }
+        }
+        Some(p @ Value::String(s)) => {
+            if let Some(e) = end {
+                errs.push(FieldError::invalid(
+                    format!("{path}.endPort"),
+                    e,
+                    "may not be specified when `port` is non-numeric",
+                ));
+            }
+            if let Err(why) = is_port_name(s) {
+                errs.push(FieldError::invalid(format!("{path}.port"), p, why));
+            }
+        }
+        Some(other) => errs.push(FieldError::invalid(
+            format!("{path}.port"),
+            other,
+            "must be a port number or name",
+        )),
+        None => {
+            if let Some(e) = end {
+                errs.push(FieldError::invalid(
+                    format!("{path}.endPort"),
+                    e,
+                    "may not be specified when `port` is not specified",
+                ));
+            }
+        }
+    }
+}
+
+/// Upstream `ValidateNetworkPolicySpec`: peers, ports, ipBlocks, policyTypes.
+fn validate_network_policy(obj: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let spec = obj
+        .get("spec")
+        .cloned()
+        .unwrap_or(Value::Object(Map::new()));
+    validate_label_selector(
+        spec.get("podSelector").unwrap_or(&Value::Null),
+        "spec.podSelector",
+        &mut errs,
+    );
+    for (dir, peers_field) in [("ingress", "from"), ("egress", "to")] {
+        for (i, rule) in spec
+            .get(dir)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            for (j, port) in rule
+                .get("ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                validate_np_port(port, &format!("spec.{dir}[{i}].ports[{j}]"), &mut errs);
+            }
+            for (j, peer) in rule
+                .get(peers_field)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                let p = format!("spec.{dir}[{i}].{peers_field}[{j}]");
+                let set = |k: &str| peer.get(k).is_some_and(|v| !v.is_null());
+                let mut count = 0;
+                for sel in ["podSelector", "namespaceSelector"] {
+                    if set(sel) {
+                        count += 1;
+                        validate_label_selector(&peer[sel], &format!("{p}.{sel}"), &mut errs);
+                    }
+                }
+                if set("ipBlock") {
+                    count += 1;
+                    validate_ip_block(&peer["ipBlock"], &format!("{p}.ipBlock"), &mut errs);
+                }
+                if count == 0 {
+                    errs.push(FieldError::required(p, "must specify a peer"));
+                } else if count > 1 && set("ipBlock") {
+                    errs.push(FieldError::forbidden(
+                        p,
+                        "may not specify both ipBlock and another peer",
+                    ));
+                }
+            }
+        }
+    }
+    let types = spec
+        .get("policyTypes")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for (i, t) in types.iter().enumerate() {
+        if !matches!(t.as_str(), Some("Ingress" | "Egress")) {
+            errs.push(FieldError::not_supported(
+                format!("spec.policyTypes[{i}]"),
+                t,
+                &["Egress", "Ingress"],
+            ));
+        }
+    }
+    if types.len() > 2 {
+        errs.push(FieldError::invalid(
+            "spec.policyTypes",
+            &Value::Array(types),
+            "may not specify more than two policyTypes",
+        ));
+    }
+    errs
+}
+
+fn validate_crd(obj: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let get = |p: &str| obj.pointer(p).cloned().unwrap_or(Value::Null);
+    let group = get("/spec/group");
+    let plural = get("/spec/names/plural");
+    let kind = get("/spec/names/kind");
+    let g = group.as_str().unwrap_or("");
+    if g.is_empty() {
+        errs.push(FieldError::required("spec.group", ""));
+    } else if !g.contains('.') || !is_dns_subdomain(g) {
+        errs.push(FieldError::invalid(
+            "spec.group",
+            &group,
+            "should be a domain with at least one dot",
+        ));
+    }
+    let p = plural.as_str().unwrap_or("");
+    if p.is_empty() {
+        errs.push(FieldError::required("spec.names.plural", ""));
+    } else if !is_dns_label(p) {
+        errs.push(FieldError::invalid("spec.names.plural", &plural, LABEL_MSG));
+    }
+    if kind.as_str().unwrap_or("").is_empty() {
+        errs.push(FieldError::required("spec.names.kind", ""));
+    }
+    let name = get("/metadata/name");
+    if !p.is_empty() && !g.is_empty() && name.as_str() != Some(&format!("{p}.{g}")) {
+        errs.push(FieldError::invalid(
+            "metadata.name",
+            &name,
+            "must be spec.names.plural+\".\"+spec.group",
+        ));
+    }
+    let scope = get("/spec/scope");
+    if !matches!(scope.as_str(), Some("Namespaced" | "Cluster")) {
+        errs.push(FieldError::not_supported(
+            "spec.scope",
+            &scope,
+            &["Cluster", "Namespaced"],
+        ));
+    }
+    let versions = obj
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if versions.is_empty() {
+        errs.push(FieldError::required(
+            "spec.versions",
+            "must have exactly one version marked as storage version",
+        ));
+    }
+    let storage = versions
+        .iter()
+        .filter(|v| v.get("storage") == Some(&json!(true)))
+        .count();
+    if !versions.is_empty() && storage != 1 {
+        errs.push(FieldError::invalid(
+            "spec.versions",
+            &Value::Array(versions.clone()),
+            "must have exactly one version marked as storage version",
+        ));
+    }
+    for (i, v) in versions.iter().enumerate() {
+        if v.get("name")
+            .and_then(Value::as_str)
+            .is_none_or(|n| !is_dns_label(n))
+        {
+            errs.push(FieldError::required(format!("spec.versions[{i}].name"), ""));
+        }
+        match v.pointer("/schema/openAPIV3Schema") {
+            None => errs.push(FieldError::required(
+                format!("spec.versions[{i}].schema.openAPIV3Schema"),
+                "schemas are required",
+            )),
+            Some(s) if s.get("type").and_then(Value::as_str) != Some("object") => {
+                errs.push(FieldError::invalid(
+                    format!("spec.versions[{i}].schema.openAPIV3Schema.type"),
+                    s.get("type").unwrap_or(&Value::Null),
+                    "must be object at the root",
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    errs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apiserver::resources::builtins;
+
+    fn def(resource: &str) -> ResourceDef {
+        builtins()
+            .into_iter()
+            .find(|d| d.resource == resource)
+            .unwrap()
+    }
+
+    fn np(spec: Value) -> Value {
+        let mut o = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "p", "namespace": "d"}, "spec": spec});
+        default_object(&def("networkpolicies"), &mut o, &[]);
+        o
+    }
+
+    #[test]
+    fn policy_types_default_like_upstream() {
+        assert_eq!(
+            np(json!({"podSelector": {}}))["spec"]["policyTypes"],
+            json!(["Ingress"])
+        );
+        assert_eq!(
+            np(json!({"egress": [{}]}))["spec"]["policyTypes"],
+            json!(["Ingress", "Egress"])
+        );
+        assert_eq!(
+            np(json!({"egress": []}))["spec"]["policyTypes"],
+            json!(["Ingress"])
+        );
+        assert_eq!(
+            np(json!({"policyTypes": ["Egress"], "egress": [{}]}))["spec"]["policyTypes"],
+            json!(["Egress"])
+        );
+        assert_eq!(
+            np(json!({"ingress": [{"ports": [{"port": 80}]}]}))["spec"]["ingress"][0]["ports"][0]["protocol"],
+            "TCP"
+        );
+    }
+
+    fn np_errors(spec: Value) -> Vec<String> {
+        validate(&def("networkpolicies"), &np(spec))
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn network_policy_validation() {
+        assert!(np_errors(json!({"ingress": [{"from": [{"podSelector": {}}]}]})).is_empty());
+        assert_eq!(
+            np_errors(json!({"ingress": [{"from": [{}]}]})),
+            vec!["spec.ingress[0].from[0]: Required value: must specify a peer"]
+        );
+        assert_eq!(
+            np_errors(
+                json!({"egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}]}]})
+            ),
+            vec!["spec.egress[0].to[0]: Forbidden: may not specify both ipBlock and another peer"]
+        );
+        assert_eq!(
+            np_errors(
+                json!({"egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.0.0.0/8", "11.0.0.0/16", "10.1.0.0/16"]}}]}]})
+            ),
+            vec![
+                "spec.egress[0].to[0].ipBlock.except[0]: Invalid value: \"10.0.0.0/8\": must be a strict subset of `cidr`",
+                "spec.egress[0].to[0].ipBlock.except[1]: Invalid value: \"11.0.0.0/16\": must be a strict subset of `cidr`",
+            ]
+        );
+        assert_eq!(
+            np_errors(json!({"ingress": [{"ports": [{"port": 90, "endPort": 80}]}]})),
+            vec![
+                "spec.ingress[0].ports[0].endPort: Invalid value: 90: must be greater than or equal to `port`"
+            ]
+        );
+        assert_eq!(
+            np_errors(json!({"ingress": [{"ports": [{"port": "http", "endPort": 80}]}]})).len(),
+            1
+        );
+        assert_eq!(
+            np_errors(json!({"ingress": [{"ports": [{"protocol": "ICMP"}]}]})).len(),
+            1
+        );
+        assert_eq!(
+            np_errors(json!({"egress": [{"to": [{"ipBlock": {"cidr": "nope"}}]}]})).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn namespace_gets_its_name_label() {
+        let mut o = json!({"metadata": {"name": "team-a", "labels": {"x": "y"}}});
+        default_object(&def("namespaces"), &mut o, &[]);
+        assert_eq!(o["metadata"]["labels"][NAMESPACE_NAME_LABEL], "team-a");
+        assert_eq!(o["metadata"]["labels"]["x"], "y");
+    }
+
+    #[test]
+    fn crd_needs_schema_and_matching_name() {
+        let o = json!({"metadata": {"name": "x.example.com"}, "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "widgets", "kind": "Widget"}, "versions": [{"name": "v1", "served": true, "storage": true}]}});
+        let errs: Vec<String> = validate(&def("customresourcedefinitions"), &o)
+            .iter()
+            .map(|e| e.field.clone())
+            .collect();
+        assert_eq!(
+            errs,
+            vec!["metadata.name", "spec.versions[0].schema.openAPIV3Schema"]
+        );
+    }
+}
