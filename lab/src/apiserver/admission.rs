@@ -129,18 +129,6 @@ fn default_crd(obj: &mut Value, stored_before: &[String]) {
     let accepted = Value::Object(names.clone());
     if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
         spec.entry("scope").or_insert_with(|| json!("Namespaced"));
-        if let Some(Value::Array(versions)) = spec.get_mut("versions") {
-            for v in versions {
-                if let Some(cols) = v
-                    .get_mut("additionalPrinterColumns")
-                    .and_then(Value::as_array_mut)
-                {
-                    for c in cols.iter_mut().filter_map(Value::as_object_mut) {
-                        c.entry("priority").or_insert(json!(0));
-                    }
-                }
-            }
-        }
         spec.entry("conversion")
             .or_insert_with(|| json!({"strategy": "None"}));
     }

@@ -152,6 +152,33 @@ pub fn aggregated(reg: &Registry, core: bool) -> Value {
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
 }
 
+pub const OPENAPI_V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+
+/// `/openapi/v2` with no definitions. kubectl downloads it (as protobuf) for
+/// kinds the v3 documents do not describe, and skips client-side validation of
+/// kinds it has no schema for, as it does on a real cluster for a custom
+/// resource whose CRD is not created yet.
+pub fn openapi_v2_json() -> Value {
+    json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.32.0-margay-lab"}, "paths": {}, "definitions": {}})
+}
+
+/// The same document as gnostic `openapi_v2.Document` protobuf: field 1
+/// `swagger`, field 2 `info` {1 `title`, 2 `version`}.
+pub fn openapi_v2_protobuf() -> Vec<u8> {
+    fn field(out: &mut Vec<u8>, number: u8, bytes: &[u8]) {
+        out.push((number << 3) | 2);
+        out.push(bytes.len() as u8);
+        out.extend_from_slice(bytes);
+    }
+    let mut info = Vec::new();
+    field(&mut info, 1, b"Kubernetes");
+    field(&mut info, 2, b"v1.32.0-margay-lab");
+    let mut doc = Vec::new();
+    field(&mut doc, 1, b"2.0");
+    field(&mut doc, 2, &info);
+    doc
+}
+
 fn gv_path(group: &str, version: &str) -> String {
     if group.is_empty() {
         format!("api/{version}")

@@ -303,7 +303,17 @@ async fn dispatch(
                 .map(|d| json_response(StatusCode::OK, &d))
                 .ok_or_else(ApiError::path_not_found)
         }
-        Route::OpenApiV2 => Err(ApiError::path_not_found()),
+        Route::OpenApiV2 => {
+            if accept.contains("protobuf") {
+                let mut resp = Response::new(full(discovery::openapi_v2_protobuf()));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(discovery::OPENAPI_V2_PROTOBUF),
+                );
+                return Ok(resp);
+            }
+            Ok(json_response(StatusCode::OK, &discovery::openapi_v2_json()))
+        }
         Route::OpenApiV3Root => {
             let reg = shared.lock().registry().clone();
             Ok(json_response(
