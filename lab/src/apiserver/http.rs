@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -120,12 +121,38 @@ fn with_warnings(mut r: Response<Body>, warnings: &[String]) -> Response<Body> {
     r
 }
 
-/// Serves one request.
+/// Returned to hyper to drop a connection while the server refuses.
+#[derive(Debug, thiserror::Error)]
+#[error("the API server is refusing requests (lab fault switch)")]
+pub struct Refused;
+
+/// Makes the next close of `fd` a TCP reset (SO_LINGER 0).
+fn reset_on_close(fd: RawFd) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: fd is the socket of the connection this request arrived on, open
+    // for as long as the connection (which owns this service) lives; the option
+    // value is a properly sized linger struct.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Serves one request arriving on the connection whose socket is `fd`.
 pub async fn handle(
     shared: Arc<Shared>,
     stop: tokio_watch::Receiver<bool>,
+    fd: RawFd,
     req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+) -> Result<Response<Body>, Refused> {
     let path = req.uri().path().to_string();
     let r = route(&path);
     if matches!(r, Route::Faults | Route::Compact) {
@@ -136,7 +163,10 @@ pub async fn handle(
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
     if shared.refuse.load(Ordering::SeqCst) {
-        return Ok(error_response(&ApiError::unavailable()));
+        // A down API server: the connection is reset, no answer. (A 503 would
+        // make kube-rs clients retry with backoff for minutes.)
+        reset_on_close(fd);
+        return Err(Refused);
     }
     Ok(match dispatch(&shared, stop, r, req).await {
         Ok(resp) => resp,

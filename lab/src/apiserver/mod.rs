@@ -19,9 +19,9 @@
 //! # Fault switch
 //!
 //! `GET /_lab/faults` and `PUT /_lab/faults` with `{"refuse": bool, "latency_ms": N}`
-//! (either field optional). While `refuse` is on, every Kubernetes request gets a
-//! 503 `ServiceUnavailable` Status (what clients see of an overloaded or
-//! unavailable API server) and open watches are cut. `POST /_lab/compact` drops
+//! (either field optional). While `refuse` is on, every Kubernetes request has its
+//! connection reset (TCP RST, no answer: what clients see of an API server that
+//! went down) and open watches are cut; `/_lab/*` keeps working. `POST /_lab/compact` drops
 //! the watch history, so watches from earlier versions get 410 Gone.
 //!
 //! # In tests

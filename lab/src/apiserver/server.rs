@@ -162,10 +162,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch
             }
         };
         let _ = stream.set_nodelay(true);
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
         let (shared, conn_stop) = (shared.clone(), stop.clone());
         let mut stopped = stop.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(shared.clone(), conn_stop.clone(), req));
+            let svc = service_fn(move |req| handle(shared.clone(), conn_stop.clone(), fd, req));
             let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
             tokio::select! {
                 _ = conn => {}

@@ -265,16 +265,6 @@ impl ApiError {
         )
     }
 
-    /// What an overloaded or unavailable API server answers.
-    pub fn unavailable() -> Self {
-        Self::new(
-            503,
-            "ServiceUnavailable",
-            "the server is currently unable to handle the request",
-            json!({}),
-        )
-    }
-
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "InternalError", message, json!({}))
     }

@@ -161,7 +161,7 @@ impl TestApiServer {
         // Kept for the next start too.
     }
 
-    /// While refusing, every Kubernetes request gets 503 ServiceUnavailable and
+    /// While refusing, every Kubernetes request has its connection reset and
     /// open watches are cut.
     pub fn set_refusing(&self, refuse: bool) {
         if let Some(s) = &self.server {
