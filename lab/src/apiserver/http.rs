@@ -184,6 +184,23 @@ async fn read_body(req: Request<Incoming>) -> ApiResult<Bytes> {
     }
 }
 
+/// A create/update body: JSON, or protobuf for the kinds [`protobuf`] knows.
+fn parse_object(content_type: &str, bytes: &[u8]) -> ApiResult<Value> {
+    if content_type.starts_with("application/vnd.kubernetes.protobuf") {
+        return super::protobuf::decode(bytes).map_err(|e| {
+            ApiError::unsupported_media_type(format!(
+                "the body of the request could not be decoded as protobuf: {e}"
+            ))
+        });
+    }
+    if !content_type.is_empty() && !content_type.starts_with("application/json") {
+        return Err(ApiError::unsupported_media_type(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/vnd.kubernetes.protobuf (got {content_type})"
+        )));
+    }
+    parse_json(bytes)
+}
+
 fn parse_json(bytes: &[u8]) -> ApiResult<Value> {
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
@@ -359,6 +376,7 @@ async fn dispatch(
         }
         Route::Resource(p) => {
             check_accept(&accept)?;
+
             resource_request(shared, stop, p, accept, req).await
         }
         Route::NotFound | Route::Faults | Route::Compact => Err(ApiError::path_not_found()),
@@ -503,7 +521,7 @@ async fn resource_request(
                 return Err(ApiError::method_not_allowed());
             }
             let opts = write_options(&q)?;
-            let body = parse_json(&read_body(req).await?)?;
+            let body = parse_object(&content_type, &read_body(req).await?)?;
             let mut s = shared.lock();
             let out = s.create(&def, ns, body, &opts)?;
             shared.publish(&out.changes);
@@ -511,7 +529,7 @@ async fn resource_request(
         }
         (Method::PUT, Some(name)) => {
             let opts = write_options(&q)?;
-            let body = parse_json(&read_body(req).await?)?;
+            let body = parse_object(&content_type, &read_body(req).await?)?;
             let mut s = shared.lock();
             let out = s.update(&def, ns, &name, body, sub, &opts)?;
             shared.publish(&out.changes);

@@ -39,6 +39,7 @@ pub mod http;
 mod listen;
 mod patch;
 mod persistence;
+mod protobuf;
 mod resources;
 mod routing;
 mod schema;

@@ -870,7 +870,7 @@ impl Store {
                 code: 422,
                 reason: "Invalid",
                 message: e.0,
-                details: json!({"name": name, "kind": def.kind, "group": def.group}),
+                details: json!({}), // upstream answers a patch that does not apply with a bare 422
             })?;
         if !patched.is_object() {
             return Err(ApiError::bad_request(
