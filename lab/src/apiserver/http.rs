@@ -44,6 +44,8 @@ pub struct Shared {
     pub watch_epoch: tokio_watch::Sender<u64>,
     /// Told after every change, for persistence.
     pub dirty: Notify,
+    /// Held while the state file is written.
+    pub save_lock: Mutex<()>,
     pub bookmark_interval: Duration,
 }
 
@@ -58,6 +60,7 @@ impl Shared {
             latency_ms: AtomicU64::new(latency.as_millis() as u64),
             watch_epoch,
             dirty: Notify::new(),
+            save_lock: Mutex::new(()),
             bookmark_interval,
         }
     }

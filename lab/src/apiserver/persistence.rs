@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::http::Shared;
 use super::store::State;
@@ -53,15 +54,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
         path: path.into(),
         source,
     };
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp.{}", std::process::id()));
+    tmp.push(format!(
+        ".tmp.{}.{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
     let tmp = PathBuf::from(tmp);
     std::fs::write(&tmp, bytes).map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)
 }
 
-/// Serializes the store now (under its lock) and writes it.
+/// Serializes the store now (under its lock) and writes it. Saves are
+/// serialized, so an older snapshot never replaces a newer one.
 pub fn save(shared: &Shared, path: &Path) -> Result<(), PersistError> {
+    let _one_at_a_time = shared.save_lock.lock().unwrap_or_else(|e| e.into_inner());
     let bytes = {
         let s = shared.lock();
         serde_json::to_vec(&s.to_state()).map_err(|e| PersistError::Write {

@@ -11,7 +11,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::http::{Shared, handle};
@@ -60,6 +60,8 @@ pub struct RunningServer {
     options: ServerOptions,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Closes once every connection task has ended (each holds a sender).
+    connections_done: mpsc::Receiver<()>,
 }
 
 impl RunningServer {
@@ -82,17 +84,16 @@ impl RunningServer {
             options.bookmark_interval,
         ));
         let (stop, _) = watch::channel(false);
+        let (conn_tx, connections_done) = mpsc::channel(1);
         let mut addrs = Vec::new();
         let mut tasks = Vec::new();
         for l in listeners {
             let l = TcpListener::from_std(l)?;
             addrs.push(l.local_addr()?);
-            tasks.push(tokio::spawn(accept_loop(
-                l,
-                shared.clone(),
-                stop.subscribe(),
-            )));
+            let accept = accept_loop(l, shared.clone(), stop.subscribe(), conn_tx.clone());
+            tasks.push(tokio::spawn(accept));
         }
+        drop(conn_tx);
         if let Some(p) = &options.state_file {
             // Write the initial state at once so a fresh server's file exists.
             persistence::save(&shared, p)?;
@@ -111,6 +112,7 @@ impl RunningServer {
             options,
             stop,
             tasks,
+            connections_done,
         })
     }
 
@@ -129,6 +131,9 @@ impl RunningServer {
         for t in self.tasks.drain(..) {
             let _ = t.await;
         }
+        // Every connection is closed (and no request can commit) before the
+        // final write.
+        let _ = self.connections_done.recv().await;
         if let Some(p) = &self.options.state_file {
             let (s, p) = (self.shared.clone(), p.clone());
             tokio::task::spawn_blocking(move || persistence::save(&s, &p))
@@ -146,11 +151,17 @@ impl Drop for RunningServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    alive: mpsc::Sender<()>,
+) {
     loop {
         let accepted = tokio::select! {
-            a = listener.accept() => a,
+            biased;
             _ = stop.changed() => return,
+            a = listener.accept() => a,
         };
         let (stream, _) = match accepted {
             Ok(a) => a,
@@ -165,12 +176,15 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch
         let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
         let (shared, conn_stop) = (shared.clone(), stop.clone());
         let mut stopped = stop.clone();
+        let alive = alive.clone();
         tokio::spawn(async move {
+            let _alive = alive;
             let svc = service_fn(move |req| handle(shared.clone(), conn_stop.clone(), fd, req));
             let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
             tokio::select! {
-                _ = conn => {}
+                biased;
                 _ = stopped.changed() => {}
+                _ = conn => {}
             }
         });
     }
