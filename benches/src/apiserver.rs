@@ -58,9 +58,23 @@ pub struct Load {
 impl Load {
     pub fn for_context(quick: bool) -> Load {
         if quick {
-            Load { rounds: 1, create_clients: 8, creates_per_client: 50, watchers: 100, watch_writers: 4, watch_objects: 200 }
+            Load {
+                rounds: 1,
+                create_clients: 8,
+                creates_per_client: 50,
+                watchers: 100,
+                watch_writers: 4,
+                watch_objects: 200,
+            }
         } else {
-            Load { rounds: 3, create_clients: 8, creates_per_client: 500, watchers: 100, watch_writers: 4, watch_objects: 2000 }
+            Load {
+                rounds: 3,
+                create_clients: 8,
+                creates_per_client: 500,
+                watchers: 100,
+                watch_writers: 4,
+                watch_objects: 2000,
+            }
         }
     }
 }
@@ -74,19 +88,37 @@ pub struct Rates {
 
 fn run(ctx: &Context) -> anyhow::Result<Vec<Figure>> {
     let load = Load::for_context(ctx.quick);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let (mut emu, mut etcd) = rt.block_on(measure(&ctx.work_dir, load))?;
     Ok(vec![
         Figure::new(
             format!("creates/s ({} concurrent clients)", load.create_clients),
-            Measure::new("margay-lab apiserver", median(&mut emu.creates_per_sec), "creates/s"),
-            Measure::new("etcd 3.4 v3 JSON gateway", median(&mut etcd.creates_per_sec), "creates/s"),
+            Measure::new(
+                "margay-lab apiserver",
+                median(&mut emu.creates_per_sec),
+                "creates/s",
+            ),
+            Measure::new(
+                "etcd 3.4 v3 JSON gateway",
+                median(&mut etcd.creates_per_sec),
+                "creates/s",
+            ),
             Better::Higher,
         ),
         Figure::new(
             format!("watch events/s delivered to {} watchers", load.watchers),
-            Measure::new("margay-lab apiserver", median(&mut emu.watch_events_per_sec), "events/s"),
-            Measure::new("etcd 3.4 v3 JSON gateway", median(&mut etcd.watch_events_per_sec), "events/s"),
+            Measure::new(
+                "margay-lab apiserver",
+                median(&mut emu.watch_events_per_sec),
+                "events/s",
+            ),
+            Measure::new(
+                "etcd 3.4 v3 JSON gateway",
+                median(&mut etcd.watch_events_per_sec),
+                "events/s",
+            ),
             Better::Higher,
         ),
     ])
@@ -94,15 +126,21 @@ fn run(ctx: &Context) -> anyhow::Result<Vec<Figure>> {
 
 /// Starts both servers and measures them, alternating round by round.
 pub async fn measure(work_dir: &Path, load: Load) -> anyhow::Result<(Rates, Rates)> {
-    let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build_http();
+    let client: HttpClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(256)
+        .build_http();
     let emulator = Emulator::start(work_dir).await?;
     let etcd = Etcd::start(&client).await?;
     let (mut emu, mut etc) = (Rates::default(), Rates::default());
     for round in 0..load.rounds {
-        emu.creates_per_sec.push(creates(&client, &Target::Emulator(&emulator.base), round, load).await?);
-        etc.creates_per_sec.push(creates(&client, &Target::Etcd(&etcd.base), round, load).await?);
-        emu.watch_events_per_sec.push(watch_fanout(&client, &Target::Emulator(&emulator.base), round, load).await?);
-        etc.watch_events_per_sec.push(watch_fanout(&client, &Target::Etcd(&etcd.base), round, load).await?);
+        emu.creates_per_sec
+            .push(creates(&client, &Target::Emulator(&emulator.base), round, load).await?);
+        etc.creates_per_sec
+            .push(creates(&client, &Target::Etcd(&etcd.base), round, load).await?);
+        emu.watch_events_per_sec
+            .push(watch_fanout(&client, &Target::Emulator(&emulator.base), round, load).await?);
+        etc.watch_events_per_sec
+            .push(watch_fanout(&client, &Target::Etcd(&etcd.base), round, load).await?);
     }
     Ok((emu, etc))
 }
@@ -138,9 +176,15 @@ impl Emulator {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(bytes) = std::fs::read(&ready) {
-                let v: Value = serde_json::from_slice(&bytes).context("parsing the emulator's ready file")?;
-                let addr = v["listen"][0].as_str().context("no listen address in the ready file")?;
-                return Ok(Emulator { base: format!("http://{addr}"), _proc: proc });
+                let v: Value =
+                    serde_json::from_slice(&bytes).context("parsing the emulator's ready file")?;
+                let addr = v["listen"][0]
+                    .as_str()
+                    .context("no listen address in the ready file")?;
+                return Ok(Emulator {
+                    base: format!("http://{addr}"),
+                    _proc: proc,
+                });
             }
             if Instant::now() > deadline {
                 bail!("margay-lab apiserver did not become ready");
@@ -164,21 +208,44 @@ impl Etcd {
     async fn start(client: &HttpClient) -> anyhow::Result<Etcd> {
         // tmpfs, so the comparator's fsyncs cost what the emulator's absent ones do.
         let shm = PathBuf::from("/dev/shm");
-        let data = if shm.is_dir() { tempfile::tempdir_in(shm)? } else { tempfile::tempdir()? };
+        let data = if shm.is_dir() {
+            tempfile::tempdir_in(shm)?
+        } else {
+            tempfile::tempdir()?
+        };
         let (client_port, peer_port) = (free_port()?, free_port()?);
         let client_url = format!("http://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
         let child = Command::new("etcd")
             .args(["--name", "bench", "--data-dir"])
             .arg(data.path().join("etcd"))
-            .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("bench={peer_url}"), "--log-level", "error"])
+            .args([
+                "--listen-client-urls",
+                &client_url,
+                "--advertise-client-urls",
+                &client_url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+            ])
+            .args([
+                "--initial-cluster",
+                &format!("bench={peer_url}"),
+                "--log-level",
+                "error",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .context("starting etcd (Debian package etcd-server; run scripts/install-deps.sh)")?;
-        let etcd = Etcd { base: client_url, _proc: Proc(child), _data: data };
+        let etcd = Etcd {
+            base: client_url,
+            _proc: Proc(child),
+            _data: data,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while revision(client, &etcd.base).await.is_err() {
             if Instant::now() > deadline {
@@ -208,7 +275,11 @@ fn post_json(url: String, body: &Value) -> anyhow::Result<Request<Full<Bytes>>> 
 }
 
 async fn revision(client: &HttpClient, base: &str) -> anyhow::Result<u64> {
-    let (status, body) = send(client, post_json(format!("{base}/v3/kv/range"), &json!({"key": b64("/")}))?).await?;
+    let (status, body) = send(
+        client,
+        post_json(format!("{base}/v3/kv/range"), &json!({"key": b64("/")}))?,
+    )
+    .await?;
     if status != 200 {
         bail!("etcd range: HTTP {status}");
     }
@@ -238,13 +309,21 @@ impl Target<'_> {
     async fn prepare(&self, client: &HttpClient, scope: &str) -> anyhow::Result<u64> {
         match self {
             Target::Emulator(base) => {
-                let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": scope}});
-                let (status, body) = send(client, post_json(format!("{base}/api/v1/namespaces"), &ns)?).await?;
+                let ns =
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": scope}});
+                let (status, body) =
+                    send(client, post_json(format!("{base}/api/v1/namespaces"), &ns)?).await?;
                 if status != 201 {
-                    bail!("creating namespace {scope}: HTTP {status}: {}", String::from_utf8_lossy(&body));
+                    bail!(
+                        "creating namespace {scope}: HTTP {status}: {}",
+                        String::from_utf8_lossy(&body)
+                    );
                 }
                 let v: Value = serde_json::from_slice(&body)?;
-                Ok(v.pointer("/metadata/resourceVersion").and_then(|r| r.as_str()).and_then(|r| r.parse().ok()).unwrap_or(0))
+                Ok(v.pointer("/metadata/resourceVersion")
+                    .and_then(|r| r.as_str())
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or(0))
             }
             Target::Etcd(base) => revision(client, base).await,
         }
@@ -252,10 +331,16 @@ impl Target<'_> {
 
     fn create(&self, scope: &str, name: &str) -> anyhow::Result<Request<Full<Bytes>>> {
         match self {
-            Target::Emulator(base) => post_json(format!("{base}/api/v1/namespaces/{scope}/configmaps"), &object_json(name)),
+            Target::Emulator(base) => post_json(
+                format!("{base}/api/v1/namespaces/{scope}/configmaps"),
+                &object_json(name),
+            ),
             Target::Etcd(base) => {
                 let value = object_json(name).to_string();
-                post_json(format!("{base}/v3/kv/put"), &json!({"key": b64(&format!("/{scope}/{name}")), "value": b64(&value)}))
+                post_json(
+                    format!("{base}/v3/kv/put"),
+                    &json!({"key": b64(&format!("/{scope}/{name}")), "value": b64(&value)}),
+                )
             }
         }
     }
@@ -293,13 +378,22 @@ impl Target<'_> {
                 Some("ERROR") => bail!("watch error: {}", v["object"]),
                 _ => 0,
             },
-            Target::Etcd(_) => v.pointer("/result/events").and_then(|e| e.as_array()).map(|e| e.len()).unwrap_or(0),
+            Target::Etcd(_) => v
+                .pointer("/result/events")
+                .and_then(|e| e.as_array())
+                .map(|e| e.len())
+                .unwrap_or(0),
         })
     }
 }
 
 /// Creates per second with `create_clients` clients in parallel.
-async fn creates(client: &HttpClient, target: &Target<'_>, round: usize, load: Load) -> anyhow::Result<f64> {
+async fn creates(
+    client: &HttpClient,
+    target: &Target<'_>,
+    round: usize,
+    load: Load,
+) -> anyhow::Result<f64> {
     let scope = format!("bench-create-{round}");
     target.prepare(client, &scope).await?;
     let start = Instant::now();
@@ -307,9 +401,13 @@ async fn creates(client: &HttpClient, target: &Target<'_>, round: usize, load: L
         let scope = scope.clone();
         async move {
             for i in 0..load.creates_per_client {
-                let (status, body) = send(client, target.create(&scope, &format!("obj-{c}-{i}"))?).await?;
+                let (status, body) =
+                    send(client, target.create(&scope, &format!("obj-{c}-{i}"))?).await?;
                 if !target.created(status) {
-                    bail!("create answered HTTP {status}: {}", String::from_utf8_lossy(&body));
+                    bail!(
+                        "create answered HTTP {status}: {}",
+                        String::from_utf8_lossy(&body)
+                    );
                 }
             }
             Ok(())
@@ -324,7 +422,12 @@ async fn creates(client: &HttpClient, target: &Target<'_>, round: usize, load: L
 }
 
 /// Events per second delivered to `watchers` watch streams.
-async fn watch_fanout(client: &HttpClient, target: &Target<'_>, round: usize, load: Load) -> anyhow::Result<f64> {
+async fn watch_fanout(
+    client: &HttpClient,
+    target: &Target<'_>,
+    round: usize,
+    load: Load,
+) -> anyhow::Result<f64> {
     let scope = format!("bench-watch-{round}");
     let anchor = target.prepare(client, &scope).await?;
     let mut bodies = Vec::new();
@@ -363,9 +466,14 @@ async fn watch_fanout(client: &HttpClient, target: &Target<'_>, round: usize, lo
         let results = futures::future::join_all((0..load.watch_writers).map(|w| {
             let scope = scope.clone();
             async move {
-                let count = if w + 1 == load.watch_writers { load.watch_objects - per_writer * w } else { per_writer };
+                let count = if w + 1 == load.watch_writers {
+                    load.watch_objects - per_writer * w
+                } else {
+                    per_writer
+                };
                 for i in 0..count {
-                    let (status, _) = send(client, target.create(&scope, &format!("w{w}-{i}"))?).await?;
+                    let (status, _) =
+                        send(client, target.create(&scope, &format!("w{w}-{i}"))?).await?;
                     if !target.created(status) {
                         bail!("create answered HTTP {status}");
                     }

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
@@ -42,6 +42,7 @@ impl TestApiServerBuilder {
             .prefix("margay-apiserver-")
             .tempdir()?;
         let mut options = self.options;
+        let options_latency_ms = options.latency.as_millis() as u64;
         options.state_file = Some(dir.path().join("state.json"));
         let listener = listen::bind(
             "127.0.0.1:0"
@@ -79,6 +80,7 @@ impl TestApiServerBuilder {
             server: Some(server),
             client,
             kubeconfig,
+            latency_ms: AtomicU64::new(options_latency_ms),
         })
     }
 }
@@ -103,6 +105,7 @@ pub struct TestApiServer {
     server: Option<RunningServer>,
     client: kube::Client,
     kubeconfig: PathBuf,
+    latency_ms: AtomicU64,
 }
 
 impl TestApiServer {
@@ -197,7 +200,9 @@ impl TestApiServer {
             return Ok(());
         }
         let listener = listen::bind(self.addr)?;
-        self.server = Some(RunningServer::start(self.options.clone(), vec![listener])?);
+        let mut options = self.options.clone();
+        options.latency = Duration::from_millis(self.latency_ms.load(Ordering::SeqCst));
+        self.server = Some(RunningServer::start(options, vec![listener])?);
         Ok(())
     }
 
