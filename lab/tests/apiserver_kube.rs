@@ -738,3 +738,105 @@ async fn fault_switch_refuses_and_reports() {
     .unwrap();
     assert_eq!(api_code(cms.get("dry").await), 404);
 }
+
+#[tokio::test]
+async fn bookmarks_carry_the_latest_version() {
+    let api = TestApiServer::builder()
+        .bookmark_interval(Duration::from_millis(50))
+        .start()
+        .await
+        .unwrap();
+    let cms: Api<ConfigMap> = Api::default_namespaced(api.client());
+    let rv = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut w = cms
+        .watch(
+            &WatchParams {
+                bookmarks: true,
+                ..WatchParams::default()
+            }
+            .timeout(30),
+            &rv,
+        )
+        .await
+        .unwrap()
+        .boxed();
+    let created = cms
+        .create(&PostParams::default(), &cm("b", json!({})))
+        .await
+        .unwrap();
+    // Changes elsewhere advance the version the next bookmark reports.
+    let nss: Api<Namespace> = Api::all(api.client());
+    let ns = nss
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "elsewhere"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let want: u64 = ns.resource_version().unwrap().parse().unwrap();
+    let mut saw_added = false;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), w.try_next())
+            .await
+            .expect("an event")
+            .unwrap()
+            .unwrap()
+        {
+            WatchEvent::Added(o) => {
+                assert_eq!(o.resource_version(), created.resource_version());
+                saw_added = true;
+            }
+            WatchEvent::Bookmark(b) => {
+                let at: u64 = b.metadata.resource_version.parse().unwrap();
+                if at >= want {
+                    break;
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(saw_added, "the ADDED event precedes a bookmark past it");
+}
+
+#[tokio::test]
+async fn kube_discovery_sees_builtins_and_crds() {
+    let api = TestApiServer::start().await.unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(api.client());
+    crds.create(&PostParams::default(), &Gizmo::crd())
+        .await
+        .unwrap();
+    let discovery = kube::Discovery::new(api.client()).run().await.unwrap();
+    let gizmo = discovery
+        .groups()
+        .flat_map(|g| g.recommended_resources())
+        .find(|(ar, _)| ar.kind == "Gizmo")
+        .expect("Gizmo discovered");
+    assert_eq!(
+        (gizmo.0.group.as_str(), gizmo.0.plural.as_str()),
+        ("test.margay.dev", "gizmos")
+    );
+    assert!(gizmo.1.supports_operation(kube::discovery::verbs::WATCH));
+    assert!(discovery.has_group("networking.k8s.io"));
+    // The dynamic API through what discovery found.
+    let dynamic: Api<kube::api::DynamicObject> =
+        Api::default_namespaced_with(api.client(), &gizmo.0);
+    dynamic
+        .create(&PostParams::default(), &serde_json::from_value(json!({"apiVersion": "test.margay.dev/v1", "kind": "Gizmo", "metadata": {"name": "d"}, "spec": {"size": 1}})).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        dynamic
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+}

@@ -142,3 +142,27 @@ async fn reflector_follows_updates_deletes_restarts_and_410() {
     .await;
     task.abort();
 }
+
+#[tokio::test]
+async fn streaming_list_watcher_syncs_and_follows() {
+    let api = TestApiServer::start().await.unwrap();
+    let pods: Api<Pod> = Api::default_namespaced(api.client());
+    pods.create(&PostParams::default(), &pod("a", "web"))
+        .await
+        .unwrap();
+    let (store, writer) = reflector::store::<Pod>();
+    // sendInitialEvents=true: initial state as ADDED events closed by a bookmark.
+    let cfg = watcher::Config::default().streaming_lists();
+    let task = tokio::spawn(
+        reflector(writer, watcher(pods.clone(), cfg).default_backoff()).for_each(|_| async {}),
+    );
+    until("streaming initial sync", || cached(&store).len() == 1).await;
+    pods.create(&PostParams::default(), &pod("b", "web"))
+        .await
+        .unwrap();
+    until("a change after the initial events", || {
+        cached(&store).len() == 2
+    })
+    .await;
+    task.abort();
+}
