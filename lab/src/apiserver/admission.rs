@@ -63,8 +63,93 @@ pub fn default_object(def: &ResourceDef, obj: &mut Value, existing_crd_stored_ve
         }
     } else if is(def, "networking.k8s.io", "networkpolicies") {
         default_network_policy(obj);
+    } else if is(def, "", "pods") {
+        default_pod(obj);
+    } else if is(def, "", "services") {
+        default_service(obj);
     } else if is(def, "apiextensions.k8s.io", "customresourcedefinitions") {
         default_crd(obj, existing_crd_stored_versions);
+    }
+}
+
+fn set_default(m: &mut Map<String, Value>, key: &str, v: Value) {
+    m.entry(key).or_insert(v);
+}
+
+/// The core/v1 defaults of a pod spec and its containers (`SetDefaults_PodSpec`,
+/// `SetDefaults_Container`, `SetDefaults_ContainerPort`) and what the
+/// ServiceAccount admission plugin fills in, so readers see what a real server
+/// returns (for instance `protocol: TCP` on every container port).
+fn default_pod(obj: &mut Value) {
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    set_default(spec, "restartPolicy", json!("Always"));
+    set_default(spec, "dnsPolicy", json!("ClusterFirst"));
+    set_default(spec, "schedulerName", json!("default-scheduler"));
+    set_default(spec, "terminationGracePeriodSeconds", json!(30));
+    set_default(spec, "securityContext", json!({}));
+    set_default(spec, "enableServiceLinks", json!(true));
+    set_default(spec, "serviceAccountName", json!("default"));
+    if let Some(sa) = spec.get("serviceAccountName").cloned() {
+        set_default(spec, "serviceAccount", sa);
+    }
+    set_default(spec, "priority", json!(0));
+    set_default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
+    for list in ["initContainers", "containers", "ephemeralContainers"] {
+        for c in spec
+            .get_mut(list)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            let Some(c) = c.as_object_mut() else { continue };
+            let image = c.get("image").and_then(Value::as_str).unwrap_or("");
+            // Always for `:latest` or no tag, else IfNotPresent (digests count as tagged).
+            let last = image.rsplit('/').next().unwrap_or(image);
+            let latest =
+                !last.contains('@') && last.split_once(':').is_none_or(|(_, tag)| tag == "latest");
+            set_default(
+                c,
+                "imagePullPolicy",
+                json!(if latest { "Always" } else { "IfNotPresent" }),
+            );
+            set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
+            set_default(c, "terminationMessagePolicy", json!("File"));
+            set_default(c, "resources", json!({}));
+            for p in c
+                .get_mut("ports")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(p) = p.as_object_mut() {
+                    set_default(p, "protocol", json!("TCP"));
+                }
+            }
+        }
+    }
+}
+
+/// `SetDefaults_Service` / `SetDefaults_ServicePort` (no ClusterIP allocation).
+fn default_service(obj: &mut Value) {
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    set_default(spec, "type", json!("ClusterIP"));
+    set_default(spec, "sessionAffinity", json!("None"));
+    for p in spec
+        .get_mut("ports")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(p) = p.as_object_mut() {
+            set_default(p, "protocol", json!("TCP"));
+            if let Some(port) = p.get("port").cloned() {
+                set_default(p, "targetPort", port);
+            }
+        }
     }
 }
 
@@ -720,6 +805,32 @@ mod tests {
             np_errors(json!({"egress": [{"to": [{"ipBlock": {"cidr": "nope"}}]}]})).len(),
             1
         );
+    }
+
+    #[test]
+    fn pod_and_service_defaults() {
+        let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [
+            {"name": "a", "image": "nginx", "ports": [{"containerPort": 80, "name": "http"}]},
+            {"name": "b", "image": "reg:5000/x/busybox:1.36", "imagePullPolicy": "Never"},
+            {"name": "c", "image": "busybox:1.36"}
+        ]}});
+        default_object(&def("pods"), &mut pod, &[]);
+        assert_eq!(pod["spec"]["containers"][0]["ports"][0]["protocol"], "TCP");
+        assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "Always");
+        assert_eq!(pod["spec"]["containers"][1]["imagePullPolicy"], "Never");
+        assert_eq!(
+            pod["spec"]["containers"][2]["imagePullPolicy"],
+            "IfNotPresent"
+        );
+        assert_eq!(pod["spec"]["restartPolicy"], "Always");
+        assert_eq!(pod["spec"]["serviceAccountName"], "default");
+        let mut svc = json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}]}});
+        default_object(&def("services"), &mut svc, &[]);
+        assert_eq!(
+            svc["spec"]["ports"][0],
+            json!({"port": 80, "protocol": "TCP", "targetPort": 80})
+        );
+        assert_eq!(svc["spec"]["type"], "ClusterIP");
     }
 
     #[test]
