@@ -166,3 +166,42 @@ async fn streaming_list_watcher_syncs_and_follows() {
     .await;
     task.abort();
 }
+
+#[tokio::test]
+async fn metadata_watcher_and_metadata_reads() {
+    let api = TestApiServer::start().await.unwrap();
+    let pods: Api<Pod> = Api::default_namespaced(api.client());
+    pods.create(&PostParams::default(), &pod("m1", "web"))
+        .await
+        .unwrap();
+    let meta = pods.get_metadata("m1").await.unwrap();
+    assert_eq!(
+        meta.types.as_ref().map(|t| t.kind.as_str()),
+        Some("PartialObjectMetadata")
+    );
+    assert_eq!(meta.metadata.labels.unwrap()["app"], "web");
+    let list = pods
+        .list_metadata(&kube::api::ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), 1);
+
+    let (store, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        kube::runtime::metadata_watcher(pods.clone(), watcher::Config::default()).default_backoff(),
+    );
+    let task = tokio::spawn(stream.for_each(|_| async {}));
+    let names = |s: &reflector::Store<kube::core::PartialObjectMeta<Pod>>| {
+        let mut v: Vec<String> = s.state().iter().map(|m| m.name_any()).collect();
+        v.sort();
+        v
+    };
+    until("metadata sync", || names(&store) == vec!["m1"]).await;
+    pods.create(&PostParams::default(), &pod("m2", "db"))
+        .await
+        .unwrap();
+    pods.delete("m1", &DeleteParams::default()).await.unwrap();
+    until("metadata changes", || names(&store) == vec!["m2"]).await;
+    task.abort();
+}

@@ -499,6 +499,9 @@ async fn resource_request(
                 );
                 return Ok(json_response(StatusCode::OK, &t));
             }
+            if table::wants_metadata(&accept) {
+                return Ok(json_response(StatusCode::OK, &table::partial(&obj)));
+            }
             Ok(json_response(StatusCode::OK, &obj))
         }
         (Method::GET, None) if bool_param(&q, "watch") => {
@@ -516,6 +519,9 @@ async fn resource_request(
                     IncludeObject::parse(q.get("includeObject").map(String::as_str)),
                 );
                 return Ok(json_response(StatusCode::OK, &t));
+            }
+            if table::wants_metadata(&accept) {
+                return Ok(json_response(StatusCode::OK, &table::partial_list(&list)));
             }
             Ok(json_response(StatusCode::OK, &list))
         }
@@ -614,6 +620,8 @@ fn start_watch(
         Format::Table {
             include_object: IncludeObject::parse(q.get("includeObject").map(String::as_str)),
         }
+    } else if table::wants_metadata(accept) {
+        Format::Metadata
     } else {
         Format::Json
     };

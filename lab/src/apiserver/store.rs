@@ -646,6 +646,9 @@ impl Store {
             });
         }
         admission::prepare_create(def, &mut obj);
+        if def.crd.is_none() && def.key() == ResourceKey::new("", "services") {
+            self.allocate_cluster_ip(&mut obj)?;
+        }
         let warnings = self.finish_write(def, &mut obj, opts, &[])?;
         self.check_namespace_open(def, &ns, &name)?;
         if self.lookup(&def.key(), &ns, &name).is_some() {
@@ -747,6 +750,9 @@ impl Store {
                 }
                 if def.crd.is_none() && def.resource == "namespaces" {
                     n["spec"] = existing.get("spec").cloned().unwrap_or(json!({}));
+                }
+                if def.crd.is_none() && def.key() == ResourceKey::new("", "services") {
+                    keep_allocated_service_fields(&existing, &mut n);
                 }
                 n
             }
@@ -1238,9 +1244,88 @@ impl Store {
         })
     }
 
+    /// Gives a new Service its ClusterIP from 10.96.0.0/12 (lowest free address
+    /// from 10.96.0.10; .1 is what a real cluster gives the `kubernetes` Service),
+    /// unless it asks for one, is headless (`None`) or is an ExternalName.
+    fn allocate_cluster_ip(&self, svc: &mut Value) -> ApiResult<()> {
+        if svc.pointer("/spec/type").and_then(Value::as_str) == Some("ExternalName") {
+            return Ok(());
+        }
+        let asked = svc
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let used: std::collections::HashSet<String> = self
+            .objects
+            .get(&ResourceKey::new("", "services"))
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter_map(|o| {
+                o.pointer("/spec/clusterIP")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .collect();
+        let ip = if asked.is_empty() {
+            let base = u32::from(std::net::Ipv4Addr::new(10, 96, 0, 0));
+            let free = (10..(1u32 << 20) - 1)
+                .map(|i| std::net::Ipv4Addr::from(base + i).to_string())
+                .find(|ip| !used.contains(ip));
+            free.ok_or_else(|| {
+                ApiError::internal("the service ClusterIP range 10.96.0.0/12 is full")
+            })?
+        } else if asked != "None" && used.contains(&asked) {
+            let name = meta_str(svc, "name").to_string();
+            return Err(ApiError::invalid(
+                "",
+                "Service",
+                &name,
+                &[FieldError::invalid(
+                    "spec.clusterIPs",
+                    &json!([asked]),
+                    "failed to allocate IP: provided IP is already allocated",
+                )],
+            ));
+        } else {
+            asked
+        };
+        let Some(spec) = svc.get_mut("spec").and_then(Value::as_object_mut) else {
+            return Ok(());
+        };
+        spec.insert("clusterIP".into(), json!(ip));
+        spec.insert("clusterIPs".into(), json!([ip]));
+        spec.entry("ipFamilies").or_insert(json!(["IPv4"]));
+        spec.entry("ipFamilyPolicy").or_insert(json!("SingleStack"));
+        spec.entry("internalTrafficPolicy")
+            .or_insert(json!("Cluster"));
+        Ok(())
+    }
+
     /// All objects of one resource (for tests and table building).
     pub fn count(&self, key: &ResourceKey) -> usize {
         self.objects.get(key).map(BTreeMap::len).unwrap_or(0)
+    }
+}
+
+/// An update that omits a Service's allocated fields keeps them (upstream
+/// `patchAllocatedValues`).
+fn keep_allocated_service_fields(existing: &Value, new: &mut Value) {
+    let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for f in [
+        "clusterIP",
+        "clusterIPs",
+        "ipFamilies",
+        "ipFamilyPolicy",
+        "internalTrafficPolicy",
+    ] {
+        if !spec.contains_key(f)
+            && let Some(v) = existing.pointer(&format!("/spec/{f}"))
+        {
+            spec.insert(f.into(), v.clone());
+        }
     }
 }
 
@@ -1581,6 +1666,46 @@ mod tests {
             .object;
         assert_eq!(o3["status"]["phase"], "Running");
         assert_eq!(o3["spec"]["nodeName"], "n1");
+    }
+
+    #[test]
+    fn services_get_distinct_cluster_ips_kept_across_updates() {
+        let mut s = store();
+        let d = def(&s, "", "services");
+        let svc = |n: &str| json!({"metadata": {"name": n}, "spec": {"ports": [{"port": 80}]}});
+        let a = s
+            .create(&d, Some("default"), svc("a"), &WriteOptions::default())
+            .unwrap()
+            .object;
+        let b = s
+            .create(&d, Some("default"), svc("b"), &WriteOptions::default())
+            .unwrap()
+            .object;
+        assert_eq!(a["spec"]["clusterIP"], "10.96.0.10");
+        assert_eq!(b["spec"]["clusterIP"], "10.96.0.11");
+        assert_eq!(b["spec"]["clusterIPs"], json!(["10.96.0.11"]));
+        let mut taken = svc("c");
+        taken["spec"]["clusterIP"] = json!("10.96.0.10");
+        assert_eq!(
+            s.create(&d, Some("default"), taken, &WriteOptions::default())
+                .unwrap_err()
+                .code,
+            422
+        );
+        let mut upd = svc("a");
+        upd["metadata"]["resourceVersion"] = a["metadata"]["resourceVersion"].clone();
+        let a2 = s
+            .update(
+                &d,
+                Some("default"),
+                "a",
+                upd,
+                Subresource::Main,
+                &WriteOptions::default(),
+            )
+            .unwrap()
+            .object;
+        assert_eq!(a2["spec"]["clusterIP"], "10.96.0.10");
     }
 
     #[test]

@@ -35,6 +35,34 @@ pub fn wants_table(accept: &str) -> bool {
     })
 }
 
+/// True when the Accept header asks for `PartialObjectMetadata` (kube-rs
+/// metadata watchers, `get_metadata`, client-go metadata informers).
+pub fn wants_metadata(accept: &str) -> bool {
+    accept.split(',').any(|part| {
+        let p: Vec<&str> = part.split(';').map(str::trim).collect();
+        (p.contains(&"as=PartialObjectMetadata") || p.contains(&"as=PartialObjectMetadataList"))
+            && p.contains(&"g=meta.k8s.io")
+    })
+}
+
+/// An object reduced to its metadata.
+pub fn partial(obj: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata").cloned().unwrap_or(json!({})),
+    })
+}
+
+/// A list reduced to its items' metadata.
+pub fn partial_list(list: &Value) -> Value {
+    let items: Vec<Value> = list["items"]
+        .as_array()
+        .map(|a| a.iter().map(partial).collect())
+        .unwrap_or_default();
+    json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": list["metadata"], "items": items})
+}
+
 type Cell = fn(&Value) -> Value;
 
 struct Column {

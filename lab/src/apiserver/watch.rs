@@ -59,6 +59,8 @@ pub enum Format {
     Table {
         include_object: table::IncludeObject,
     },
+    /// `PartialObjectMetadata`, as metadata watchers ask for.
+    Metadata,
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +107,10 @@ fn render(p: &WatchParams, event_type: &str, c: &Change) -> Bytes {
                 )
             }
         }
+        Format::Metadata => frame(
+            event_type,
+            &serde_json::to_vec(&table::partial(&c.object)).unwrap_or_default(),
+        ),
         Format::Table { include_object } => {
             let obj = at_version(&p.def, &c.object);
             let t = table::table(
@@ -123,7 +129,12 @@ fn bookmark(p: &WatchParams, rv: u64, initial_end: bool) -> Bytes {
     if initial_end {
         meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
-    let obj = json!({"kind": p.def.kind, "apiVersion": p.def.api_version(), "metadata": meta});
+    let obj = match p.format {
+        Format::Metadata => {
+            json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta})
+        }
+        _ => json!({"kind": p.def.kind, "apiVersion": p.def.api_version(), "metadata": meta}),
+    };
     frame("BOOKMARK", &serde_json::to_vec(&obj).unwrap_or_default())
 }
 
