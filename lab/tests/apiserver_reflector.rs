@@ -189,7 +189,11 @@ async fn metadata_watcher_and_metadata_reads() {
     let (store, writer) = reflector::store();
     let stream = reflector(
         writer,
-        kube::runtime::metadata_watcher(pods.clone(), watcher::Config::default()).default_backoff(),
+        watcher(
+            Api::<kube::core::PartialObjectMeta<Pod>>::default_namespaced(api.client()),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
     );
     let task = tokio::spawn(stream.for_each(|_| async {}));
     let names = |s: &reflector::Store<kube::core::PartialObjectMeta<Pod>>| {
