@@ -32,6 +32,8 @@
 //! `.set_latency(d)`, `.set_refusing(b)`, `.compact()`, and `.stop()` /
 //! `.start_again()` / `.restart()` to restart on the same address and state
 //! (objects and resourceVersions kept, watch history gone — as a real restart).
+//! The server's tasks run on the test's runtime, so a test that blocks its thread
+//! (e.g. `std::process::Command::output` on kubectl) needs a multi-thread runtime.
 
 mod admission;
 mod discovery;
