@@ -39,6 +39,7 @@ mod admission;
 mod discovery;
 pub mod http;
 mod listen;
+mod netpol;
 mod patch;
 mod persistence;
 mod protobuf;
