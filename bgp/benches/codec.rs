@@ -19,7 +19,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> u32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) as u32
     }
     fn below(&mut self, n: u32) -> u32 {
@@ -36,13 +39,23 @@ fn stream(ctx: &SessionContext) -> (Vec<u8>, usize, usize) {
         let mut path: Vec<u32> = vec![64513];
         path.extend((1..hops).map(|_| 1000 + rng.below(400_000)));
         let attributes = PathAttributes {
-            origin: Some(if rng.below(10) == 0 { Origin::Incomplete } else { Origin::Igp }),
+            origin: Some(if rng.below(10) == 0 {
+                Origin::Incomplete
+            } else {
+                Origin::Igp
+            }),
             as_path: Some(AsPath::from_sequence(path)),
             next_hop: Some(Ipv4Addr::new(192, 0, 2, 1 + (group % 4) as u8)),
             med: (rng.below(3) == 0).then(|| rng.below(1000)),
-            communities: (0..1 + rng.below(4)).map(|_| Community(rng.next())).collect(),
+            communities: (0..1 + rng.below(4))
+                .map(|_| Community(rng.next()))
+                .collect(),
             large_communities: if rng.below(4) == 0 {
-                vec![LargeCommunity { global: 64513, local1: rng.next(), local2: rng.next() }]
+                vec![LargeCommunity {
+                    global: 64513,
+                    local1: rng.next(),
+                    local2: rng.next(),
+                }]
             } else {
                 Vec::new()
             },
@@ -53,16 +66,31 @@ fn stream(ctx: &SessionContext) -> (Vec<u8>, usize, usize) {
         let update = if v6 {
             let nlri = (0..count.min(150))
                 .map(|_| {
-                    let a = Ipv6Addr::new(0x2001, 0xdb8, rng.below(65536) as u16, rng.below(65536) as u16, 0, 0, 0, 0);
+                    let a = Ipv6Addr::new(
+                        0x2001,
+                        0xdb8,
+                        rng.below(65536) as u16,
+                        rng.below(65536) as u16,
+                        0,
+                        0,
+                        0,
+                        0,
+                    );
                     Prefix::v6(a, 32 + rng.below(33) as u8).unwrap()
                 })
                 .collect::<Vec<_>>();
             prefixes += nlri.len();
             Update {
-                attributes: PathAttributes { next_hop: None, ..attributes },
+                attributes: PathAttributes {
+                    next_hop: None,
+                    ..attributes
+                },
                 mp_reach: Some(MpReach {
                     family: Family::IPV6_UNICAST,
-                    next_hop: NextHop::V6 { global: "2001:db8::1".parse().unwrap(), link_local: None },
+                    next_hop: NextHop::V6 {
+                        global: "2001:db8::1".parse().unwrap(),
+                        link_local: None,
+                    },
                     nlri,
                 }),
                 ..Default::default()
@@ -72,7 +100,11 @@ fn stream(ctx: &SessionContext) -> (Vec<u8>, usize, usize) {
                 .map(|_| Prefix::v4(Ipv4Addr::from(rng.next()), 16 + rng.below(9) as u8).unwrap())
                 .collect::<Vec<_>>();
             prefixes += nlri.len();
-            Update { attributes, nlri, ..Default::default() }
+            Update {
+                attributes,
+                nlri,
+                ..Default::default()
+            }
         };
         encode_message(&Message::Update(update), ctx, &mut out).expect("fits in 4096");
         messages += 1;
@@ -115,11 +147,18 @@ fn bench(c: &mut Criterion) {
     let (bytes, messages, prefixes) = stream(&ctx);
     assert_eq!(decode_margay(&bytes, &ctx), prefixes);
     assert_eq!(decode_rustbgpd(&bytes), prefixes);
-    eprintln!("stream: {messages} UPDATEs, {prefixes} prefixes, {} octets", bytes.len());
+    eprintln!(
+        "stream: {messages} UPDATEs, {prefixes} prefixes, {} octets",
+        bytes.len()
+    );
     let mut g = c.benchmark_group("decode_update_stream");
     g.throughput(Throughput::Elements(prefixes as u64));
-    g.bench_function("margay", |b| b.iter(|| decode_margay(black_box(&bytes), &ctx)));
-    g.bench_function("rustbgpd-wire", |b| b.iter(|| decode_rustbgpd(black_box(&bytes))));
+    g.bench_function("margay", |b| {
+        b.iter(|| decode_margay(black_box(&bytes), &ctx))
+    });
+    g.bench_function("rustbgpd-wire", |b| {
+        b.iter(|| decode_rustbgpd(black_box(&bytes)))
+    });
     g.finish();
 }
 

@@ -11,7 +11,10 @@ use proptest::prelude::*;
 fn frame_one(bytes: &[u8]) -> Frame {
     let mut f = Framer::new();
     f.push(bytes);
-    let frame = f.next_frame().expect("valid header").expect("whole message");
+    let frame = f
+        .next_frame()
+        .expect("valid header")
+        .expect("whole message");
     assert_eq!(f.buffered(), 0, "one message, nothing left over");
     frame
 }
@@ -132,11 +135,18 @@ fn framer_one_byte_at_a_time_and_several_per_read() {
             next_hop: Some("192.0.2.1".parse().unwrap()),
             ..Default::default()
         },
-        nlri: vec!["10.1.0.0/16".parse().unwrap(), "10.2.3.0/24".parse().unwrap()],
+        nlri: vec![
+            "10.1.0.0/16".parse().unwrap(),
+            "10.2.3.0/24".parse().unwrap(),
+        ],
         ..Default::default()
     };
     let mut stream = Vec::new();
-    for m in [Message::Keepalive, Message::Update(update.clone()), Message::Keepalive] {
+    for m in [
+        Message::Keepalive,
+        Message::Update(update.clone()),
+        Message::Keepalive,
+    ] {
         encode_message(&m, &ctx, &mut stream).unwrap();
     }
     // One byte at a time.
@@ -149,16 +159,30 @@ fn framer_one_byte_at_a_time_and_several_per_read() {
         }
     }
     assert_eq!(frames.len(), 3);
-    let Ok(Received::Update(d)) = decode_message(&frames[1], &ctx) else { panic!("update expected") };
+    let Ok(Received::Update(d)) = decode_message(&frames[1], &ctx) else {
+        panic!("update expected")
+    };
     assert_eq!(d.update, update);
     // All three in one read.
     let mut f = Framer::new();
     f.push(&stream);
-    let kinds: Vec<_> = std::iter::from_fn(|| f.next_frame().unwrap()).map(|fr| fr.message_type).collect();
-    assert_eq!(kinds, vec![MessageType::Keepalive, MessageType::Update, MessageType::Keepalive]);
+    let kinds: Vec<_> = std::iter::from_fn(|| f.next_frame().unwrap())
+        .map(|fr| fr.message_type)
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            MessageType::Keepalive,
+            MessageType::Update,
+            MessageType::Keepalive
+        ]
+    );
     // The borrowing splitter agrees.
     let first = split_frame(&stream).unwrap().unwrap();
-    assert_eq!((first.message_type, first.wire_len), (MessageType::Keepalive, 19));
+    assert_eq!(
+        (first.message_type, first.wire_len),
+        (MessageType::Keepalive, 19)
+    );
     assert_eq!(split_frame(&stream[..18]).unwrap(), None);
 }
 
@@ -167,12 +191,18 @@ fn end_of_rib_markers_encode_and_are_detected() {
     let ctx = ibgp();
     for family in [Family::IPV4_UNICAST, Family::IPV6_UNICAST] {
         let bytes = encode_to_vec(&Message::Update(Update::end_of_rib(family)), &ctx).unwrap();
-        let Ok(Received::Update(d)) = decode_message(&frame_one(&bytes), &ctx) else { panic!() };
+        let Ok(Received::Update(d)) = decode_message(&frame_one(&bytes), &ctx) else {
+            panic!()
+        };
         assert_eq!(d.disposition, Disposition::Accept);
         assert_eq!(d.update.end_of_rib_family(), Some(family));
     }
     // The IPv4 marker is the 23-octet empty UPDATE.
-    let v4 = encode_to_vec(&Message::Update(Update::end_of_rib(Family::IPV4_UNICAST)), &ctx).unwrap();
+    let v4 = encode_to_vec(
+        &Message::Update(Update::end_of_rib(Family::IPV4_UNICAST)),
+        &ctx,
+    )
+    .unwrap();
     assert_eq!(v4.len(), 23);
 }
 
@@ -186,8 +216,16 @@ fn attribute_over_255_octets_gets_extended_length_and_partial() {
         ..Default::default()
     };
     // An unknown optional transitive attribute received without Partial.
-    a.unknown.push(RawAttribute { flags: OPT_TRANS, type_code: 222, value: vec![7; 300] });
-    let update = Update { attributes: a, nlri: vec!["10.0.0.0/8".parse().unwrap()], ..Default::default() };
+    a.unknown.push(RawAttribute {
+        flags: OPT_TRANS,
+        type_code: 222,
+        value: vec![7; 300],
+    });
+    let update = Update {
+        attributes: a,
+        nlri: vec!["10.0.0.0/8".parse().unwrap()],
+        ..Default::default()
+    };
     let bytes = encode_to_vec(&Message::Update(update), &ctx).unwrap();
     // Walk the attributes: AS_PATH (402 octets) and type 222 are extended.
     let body = &bytes[19..];
@@ -202,14 +240,24 @@ fn attribute_over_255_octets_gets_extended_length_and_partial() {
         } else {
             (attrs[2] as usize, 3)
         };
-        assert_eq!(ext, len > 255, "type {t}: extended length exactly when > 255");
+        assert_eq!(
+            ext,
+            len > 255,
+            "type {t}: extended length exactly when > 255"
+        );
         seen.push((t, flags));
         attrs = &attrs[hdr + len..];
     }
     let flags_of = |t: u8| seen.iter().find(|(x, _)| *x == t).unwrap().1;
     assert_eq!(flags_of(attr_type::ORIGIN), WK);
-    assert_eq!(flags_of(attr_type::AS_PATH), WK | attr_flags::EXTENDED_LENGTH);
-    assert_eq!(flags_of(222), OPT_TRANS | attr_flags::PARTIAL | attr_flags::EXTENDED_LENGTH);
+    assert_eq!(
+        flags_of(attr_type::AS_PATH),
+        WK | attr_flags::EXTENDED_LENGTH
+    );
+    assert_eq!(
+        flags_of(222),
+        OPT_TRANS | attr_flags::PARTIAL | attr_flags::EXTENDED_LENGTH
+    );
 }
 
 #[test]
@@ -220,7 +268,10 @@ fn two_octet_peer_gets_as_trans_and_as4_path() {
             origin: Some(Origin::Igp),
             as_path: Some(AsPath::from_sequence([64512, 4_200_000_001, 65001])),
             next_hop: Some("192.0.2.1".parse().unwrap()),
-            aggregator: Some(Aggregator { asn: 4_200_000_002, address: "192.0.2.7".parse().unwrap() }),
+            aggregator: Some(Aggregator {
+                asn: 4_200_000_002,
+                address: "192.0.2.7".parse().unwrap(),
+            }),
             ..Default::default()
         },
         nlri: vec!["10.0.0.0/8".parse().unwrap()],
@@ -230,13 +281,18 @@ fn two_octet_peer_gets_as_trans_and_as4_path() {
     let body = &bytes[19..];
     // AS_PATH: segment of 3 two-octet ASNs with AS_TRANS in the middle.
     let as_path = [WK, 2, 8, 2, 3, 0xfc, 0x00, 0x5b, 0xa0, 0xfd, 0xe9];
-    assert!(body.windows(as_path.len()).any(|w| w == as_path), "AS_PATH with AS_TRANS");
+    assert!(
+        body.windows(as_path.len()).any(|w| w == as_path),
+        "AS_PATH with AS_TRANS"
+    );
     // AS4_PATH (17) and AS4_AGGREGATOR (18) are present, optional transitive.
     assert!(body.windows(3).any(|w| w == [OPT_TRANS, 17, 14]));
     assert!(body.windows(3).any(|w| w == [OPT_TRANS, 18, 8]));
     // AGGREGATOR carries AS_TRANS.
     assert!(body.windows(5).any(|w| w == [OPT_TRANS, 7, 6, 0x5b, 0xa0]));
-    let Ok(Received::Update(d)) = decode_message(&frame_one(&bytes), &ctx) else { panic!() };
+    let Ok(Received::Update(d)) = decode_message(&frame_one(&bytes), &ctx) else {
+        panic!()
+    };
     assert_eq!(d.update, update);
     // A 4-octet peer gets no AS4_* attributes.
     let bytes = encode_to_vec(&Message::Update(update), &ebgp()).unwrap();

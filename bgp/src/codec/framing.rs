@@ -6,6 +6,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::decode::DecodeError;
 use super::message::{HEADER_LEN, MAX_MESSAGE_LEN, MessageType};
 use super::notification::{HeaderSubcode, Notification, NotificationCode};
 
@@ -42,13 +43,19 @@ pub(crate) fn header_bytes(type_code: u8, total_len: usize) -> [u8; HEADER_LEN] 
     h
 }
 
-fn header_error(subcode: HeaderSubcode, data: Vec<u8>) -> Notification {
-    Notification::new(NotificationCode::MessageHeader(subcode), data)
+fn header_error(subcode: HeaderSubcode, data: Vec<u8>) -> DecodeError {
+    DecodeError::Reset(Notification::new(
+        NotificationCode::MessageHeader(subcode),
+        data,
+    ))
 }
 
 /// Checks a complete 19-octet header: marker, length range, type and the
 /// type's length limits. Returns the type and the total length.
-pub fn check_header(header: &[u8; HEADER_LEN]) -> Result<(MessageType, usize), Notification> {
+///
+/// A NOTIFICATION with a bad length is [`DecodeError::MalformedNotification`]:
+/// it is never answered with a NOTIFICATION (RFC 4271 §6.4).
+pub fn check_header(header: &[u8; HEADER_LEN]) -> Result<(MessageType, usize), DecodeError> {
     if header[..16].iter().any(|&b| b != 0xff) {
         return Err(header_error(
             HeaderSubcode::ConnectionNotSynchronized,
@@ -59,6 +66,9 @@ pub fn check_header(header: &[u8; HEADER_LEN]) -> Result<(MessageType, usize), N
     let len = usize::from(u16::from_be_bytes(len_field));
     let bad_length = || header_error(HeaderSubcode::BadMessageLength, len_field.to_vec());
     if !(HEADER_LEN..=MAX_MESSAGE_LEN).contains(&len) {
+        if header[18] == MessageType::Notification.code() {
+            return Err(DecodeError::MalformedNotification("length out of range"));
+        }
         return Err(bad_length());
     }
     let Some(message_type) = MessageType::from_code(header[18]) else {
@@ -69,6 +79,9 @@ pub fn check_header(header: &[u8; HEADER_LEN]) -> Result<(MessageType, usize), N
     };
     if len < message_type.min_len() || (message_type == MessageType::Keepalive && len != HEADER_LEN)
     {
+        if message_type == MessageType::Notification {
+            return Err(DecodeError::MalformedNotification("length below 21 octets"));
+        }
         return Err(bad_length());
     }
     Ok((message_type, len))
@@ -83,7 +96,7 @@ pub fn check_header(header: &[u8; HEADER_LEN]) -> Result<(MessageType, usize), N
 #[derive(Debug, Default)]
 pub struct Framer {
     buf: BytesMut,
-    failed: Option<Notification>,
+    failed: Option<DecodeError>,
 }
 
 impl Framer {
@@ -105,8 +118,9 @@ impl Framer {
     }
 
     /// The next whole message, `Ok(None)` if more bytes are needed, or the
-    /// header error NOTIFICATION to send before closing.
-    pub fn next_frame(&mut self) -> Result<Option<Frame>, Notification> {
+    /// header error (a NOTIFICATION to send before closing, or a malformed
+    /// NOTIFICATION header: close without answering).
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, DecodeError> {
         if let Some(n) = &self.failed {
             return Err(n.clone());
         }
@@ -120,7 +134,7 @@ impl Framer {
         }
     }
 
-    fn cut(&mut self) -> Result<Option<Frame>, Notification> {
+    fn cut(&mut self) -> Result<Option<Frame>, DecodeError> {
         let Some(RawFrame {
             message_type,
             wire_len,
@@ -151,7 +165,7 @@ pub struct RawFrame<'a> {
 
 /// Cuts one message from the front of `buf` without copying; `Ok(None)`
 /// when `buf` holds less than one message.
-pub fn split_frame(buf: &[u8]) -> Result<Option<RawFrame<'_>>, Notification> {
+pub fn split_frame(buf: &[u8]) -> Result<Option<RawFrame<'_>>, DecodeError> {
     let marker_seen = buf.len().min(16);
     if buf[..marker_seen].iter().any(|&b| b != 0xff) {
         return Err(header_error(

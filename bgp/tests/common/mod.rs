@@ -24,7 +24,10 @@ pub fn ibgp() -> SessionContext {
 
 /// eBGP with a 2-octet (OLD) peer.
 pub fn ebgp_two_octet() -> SessionContext {
-    SessionContext { four_octet_as: false, ..ebgp() }
+    SessionContext {
+        four_octet_as: false,
+        ..ebgp()
+    }
 }
 
 /// A whole message: header + body.
@@ -62,8 +65,11 @@ pub fn origin() -> Vec<u8> {
     attr(WK, attr_type::ORIGIN, &[0])
 }
 
-/// AS_PATH of one AS_SEQUENCE with 4-octet ASNs.
+/// AS_PATH of one AS_SEQUENCE with 4-octet ASNs (empty path for `[]`).
 pub fn as_path4(asns: &[u32]) -> Vec<u8> {
+    if asns.is_empty() {
+        return attr(WK, attr_type::AS_PATH, &[]);
+    }
     let mut v = vec![2, asns.len() as u8];
     for a in asns {
         v.extend_from_slice(&a.to_be_bytes());
@@ -118,7 +124,9 @@ pub const NLRI_2001_DB8: [u8; 5] = [32, 0x20, 0x01, 0x0d, 0xb8];
 
 /// A valid global IPv6 next hop, 2001:db8::1.
 pub fn v6_next_hop() -> Vec<u8> {
-    Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).octets().to_vec()
+    Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)
+        .octets()
+        .to_vec()
 }
 
 /// An OPEN body.
@@ -141,7 +149,11 @@ pub fn cap_param(caps: &[u8]) -> Vec<u8> {
 
 /// The OPEN check Margay would run for an eBGP peer in PEER_AS.
 pub fn open_check() -> OpenCheck {
-    OpenCheck { local_as: LOCAL_AS, local_id: LOCAL_ID, peer_as: Some(PEER_AS) }
+    OpenCheck {
+        local_as: LOCAL_AS,
+        local_id: LOCAL_ID,
+        peer_as: Some(PEER_AS),
+    }
 }
 
 // ---- proptest strategies ----
@@ -160,8 +172,7 @@ pub fn arb_ipv4() -> impl Strategy<Value = Ipv4Addr> {
 
 /// A usable unicast IPv4 next hop (first octet 1..=223, not 127).
 pub fn arb_unicast_v4() -> impl Strategy<Value = Ipv4Addr> {
-    (1u8..=223, any::<[u8; 3]>())
-        .prop_map(|(a, [b, c, d])| Ipv4Addr::new(a, b, c, d))
+    (1u8..=223, any::<[u8; 3]>()).prop_map(|(a, [b, c, d])| Ipv4Addr::new(a, b, c, d))
 }
 
 /// Non-zero ASNs (RFC 7607), with some above 65535.
@@ -181,8 +192,11 @@ pub fn arb_as_path(confed: bool) -> impl Strategy<Value = AsPath> {
     } else {
         prop_oneof![Just(SegmentType::Sequence), Just(SegmentType::Set)].boxed()
     };
-    vec((kind, vec(arb_asn(), 1..8)).prop_map(|(kind, asns)| AsSegment { kind, asns }), 0..4)
-        .prop_map(|segments| AsPath { segments })
+    vec(
+        (kind, vec(arb_asn(), 1..8)).prop_map(|(kind, asns)| AsSegment { kind, asns }),
+        0..4,
+    )
+    .prop_map(|segments| AsPath { segments })
 }
 
 /// Attribute type codes that neither codec interprets, for unknown
@@ -206,16 +220,17 @@ pub fn arb_attributes(opts: AttrOpts) -> impl Strategy<Value = PathAttributes> {
             .prop_map(|s| s.into_iter().collect::<Vec<_>>())
             .boxed()
     };
-    let unknown = proptest::collection::btree_map(arb_unknown_type(), vec(any::<u8>(), 0..300), 0..3)
-        .prop_map(|m| {
-            m.into_iter()
-                .map(|(type_code, value)| RawAttribute {
-                    flags: attr_flags::OPTIONAL | attr_flags::TRANSITIVE | attr_flags::PARTIAL,
-                    type_code,
-                    value,
-                })
-                .collect::<Vec<_>>()
-        });
+    let unknown =
+        proptest::collection::btree_map(arb_unknown_type(), vec(any::<u8>(), 0..300), 0..3)
+            .prop_map(|m| {
+                m.into_iter()
+                    .map(|(type_code, value)| RawAttribute {
+                        flags: attr_flags::OPTIONAL | attr_flags::TRANSITIVE | attr_flags::PARTIAL,
+                        type_code,
+                        value,
+                    })
+                    .collect::<Vec<_>>()
+            });
     (
         (
             proptest::option::of(prop_oneof![
@@ -230,7 +245,9 @@ pub fn arb_attributes(opts: AttrOpts) -> impl Strategy<Value = PathAttributes> {
             any::<bool>(),
         ),
         (
-            proptest::option::of((arb_asn(), arb_ipv4()).prop_map(|(asn, address)| Aggregator { asn, address })),
+            proptest::option::of(
+                (arb_asn(), arb_ipv4()).prop_map(|(asn, address)| Aggregator { asn, address }),
+            ),
             vec(any::<u32>().prop_map(Community), 0..6),
             large,
             proptest::option::of(arb_ipv4()),
@@ -239,7 +256,10 @@ pub fn arb_attributes(opts: AttrOpts) -> impl Strategy<Value = PathAttributes> {
         ),
     )
         .prop_map(
-            |((origin, as_path, next_hop, med, local_pref, atomic_aggregate), (aggregator, communities, large, originator_id, cluster_list, unknown))| {
+            |(
+                (origin, as_path, next_hop, med, local_pref, atomic_aggregate),
+                (aggregator, communities, large, originator_id, cluster_list, unknown),
+            )| {
                 PathAttributes {
                     origin,
                     as_path,
@@ -251,7 +271,11 @@ pub fn arb_attributes(opts: AttrOpts) -> impl Strategy<Value = PathAttributes> {
                     communities,
                     large_communities: large
                         .into_iter()
-                        .map(|(global, local1, local2)| LargeCommunity { global, local1, local2 })
+                        .map(|(global, local1, local2)| LargeCommunity {
+                            global,
+                            local1,
+                            local2,
+                        })
                         .collect(),
                     originator_id,
                     cluster_list,
@@ -273,7 +297,15 @@ pub fn arb_mp_reach() -> impl Strategy<Value = MpReach> {
             next_hop: NextHop::V4(nh),
             nlri
         }),
-        (arb_v6_unicast(), proptest::option::of(any::<u128>().prop_map(|x| Ipv6Addr::from((0xfe80u128 << 112) | (x & 0xffff_ffff_ffff_ffff)))), vec(arb_v6_prefix(), 1..20))
+        (
+            arb_v6_unicast(),
+            proptest::option::of(
+                any::<u128>().prop_map(|x| Ipv6Addr::from(
+                    (0xfe80u128 << 112) | (x & 0xffff_ffff_ffff_ffff)
+                ))
+            ),
+            vec(arb_v6_prefix(), 1..20)
+        )
             .prop_map(|(global, link_local, nlri)| MpReach {
                 family: Family::IPV6_UNICAST,
                 next_hop: NextHop::V6 { global, link_local },
@@ -284,10 +316,14 @@ pub fn arb_mp_reach() -> impl Strategy<Value = MpReach> {
 
 pub fn arb_mp_unreach() -> impl Strategy<Value = MpUnreach> {
     prop_oneof![
-        vec(arb_v4_prefix(), 0..20)
-            .prop_map(|withdrawn| MpUnreach { family: Family::IPV4_UNICAST, withdrawn }),
-        vec(arb_v6_prefix(), 0..20)
-            .prop_map(|withdrawn| MpUnreach { family: Family::IPV6_UNICAST, withdrawn }),
+        vec(arb_v4_prefix(), 0..20).prop_map(|withdrawn| MpUnreach {
+            family: Family::IPV4_UNICAST,
+            withdrawn
+        }),
+        vec(arb_v6_prefix(), 0..20).prop_map(|withdrawn| MpUnreach {
+            family: Family::IPV6_UNICAST,
+            withdrawn
+        }),
     ]
 }
 
@@ -304,17 +340,25 @@ pub fn arb_update(opts: AttrOpts) -> impl Strategy<Value = Update> {
         arb_unicast_v4(),
         arb_as_path(false),
     )
-        .prop_map(|(withdrawn, mut attributes, mp_reach, mp_unreach, nlri, nh, path)| {
-            let announces = !nlri.is_empty() || mp_reach.is_some();
-            if announces {
-                attributes.origin.get_or_insert(Origin::Igp);
-                attributes.as_path.get_or_insert(path);
-            }
-            if !nlri.is_empty() {
-                attributes.next_hop.get_or_insert(nh);
-            }
-            Update { withdrawn, attributes, mp_reach, mp_unreach, nlri }
-        })
+        .prop_map(
+            |(withdrawn, mut attributes, mp_reach, mp_unreach, nlri, nh, path)| {
+                let announces = !nlri.is_empty() || mp_reach.is_some();
+                if announces {
+                    attributes.origin.get_or_insert(Origin::Igp);
+                    attributes.as_path.get_or_insert(path);
+                }
+                if !nlri.is_empty() {
+                    attributes.next_hop.get_or_insert(nh);
+                }
+                Update {
+                    withdrawn,
+                    attributes,
+                    mp_reach,
+                    mp_unreach,
+                    nlri,
+                }
+            },
+        )
 }
 
 pub fn arb_family() -> impl Strategy<Value = Family> {
@@ -322,16 +366,26 @@ pub fn arb_family() -> impl Strategy<Value = Family> {
 }
 
 pub fn arb_capabilities() -> impl Strategy<Value = Capabilities> {
-    let gr = (any::<bool>(), any::<bool>(), 0u16..=4095, vec((arb_family(), any::<bool>()), 0..4))
-        .prop_map(|(restart_state, notification, restart_time, fams)| GracefulRestart {
-            restart_state,
-            notification,
-            restart_time,
-            families: fams
-                .into_iter()
-                .map(|(family, forwarding_state)| GracefulRestartFamily { family, forwarding_state })
-                .collect(),
-        });
+    let gr = (
+        any::<bool>(),
+        any::<bool>(),
+        0u16..=4095,
+        vec((arb_family(), any::<bool>()), 0..4),
+    )
+        .prop_map(
+            |(restart_state, notification, restart_time, fams)| GracefulRestart {
+                restart_state,
+                notification,
+                restart_time,
+                families: fams
+                    .into_iter()
+                    .map(|(family, forwarding_state)| GracefulRestartFamily {
+                        family,
+                        forwarding_state,
+                    })
+                    .collect(),
+            },
+        );
     let known = [
         capability_code::MULTIPROTOCOL,
         capability_code::ROUTE_REFRESH,
@@ -340,7 +394,10 @@ pub fn arb_capabilities() -> impl Strategy<Value = Capabilities> {
         capability_code::ENHANCED_ROUTE_REFRESH,
     ];
     let unknown = vec(
-        (any::<u8>().prop_filter("unknown code", move |c| !known.contains(c)), vec(any::<u8>(), 0..20))
+        (
+            any::<u8>().prop_filter("unknown code", move |c| !known.contains(c)),
+            vec(any::<u8>(), 0..20),
+        )
             .prop_map(|(code, value)| RawCapability { code, value }),
         0..3,
     );
@@ -352,20 +409,34 @@ pub fn arb_capabilities() -> impl Strategy<Value = Capabilities> {
         proptest::option::of(gr),
         unknown,
     )
-        .prop_map(|(mp, route_refresh, enhanced_route_refresh, four_octet_as, graceful_restart, unknown)| {
-            Capabilities {
-                multiprotocol: mp.into_iter().collect(),
+        .prop_map(
+            |(
+                mp,
                 route_refresh,
                 enhanced_route_refresh,
                 four_octet_as,
                 graceful_restart,
                 unknown,
-            }
-        })
+            )| {
+                Capabilities {
+                    multiprotocol: mp.into_iter().collect(),
+                    route_refresh,
+                    enhanced_route_refresh,
+                    four_octet_as,
+                    graceful_restart,
+                    unknown,
+                }
+            },
+        )
 }
 
 pub fn arb_open() -> impl Strategy<Value = Open> {
-    (1u16..=u16::MAX, prop_oneof![Just(0u16), 3u16..=u16::MAX], 1u32..=u32::MAX, arb_capabilities())
+    (
+        1u16..=u16::MAX,
+        prop_oneof![Just(0u16), 3u16..=u16::MAX],
+        1u32..=u32::MAX,
+        arb_capabilities(),
+    )
         .prop_map(|(my_as, hold_time, id, capabilities)| Open {
             my_as,
             hold_time,
@@ -375,9 +446,8 @@ pub fn arb_open() -> impl Strategy<Value = Open> {
 }
 
 pub fn arb_notification() -> impl Strategy<Value = Notification> {
-    (any::<u8>(), any::<u8>(), vec(any::<u8>(), 0..100)).prop_map(|(c, s, data)| {
-        Notification::new(NotificationCode::from_pair(c, s), data)
-    })
+    (any::<u8>(), any::<u8>(), vec(any::<u8>(), 0..100))
+        .prop_map(|(c, s, data)| Notification::new(NotificationCode::from_pair(c, s), data))
 }
 
 pub fn arb_route_refresh() -> impl Strategy<Value = RouteRefresh> {

@@ -94,6 +94,16 @@ pub(crate) fn merge_as4_path(as_path: &AsPath, as4_path: &AsPath) -> Option<AsPa
             SegmentType::ConfedSequence | SegmentType::ConfedSet => segments.push(seg.clone()),
         }
     }
-    segments.extend(as4_path.segments.iter().cloned());
+    let mut rest = as4_path.segments.iter().cloned();
+    // Join the seam when both sides are AS_SEQUENCEs, so the result is the
+    // path the originator built rather than two adjacent sequences.
+    if let (Some(last), Some(first)) = (segments.last_mut(), as4_path.segments.first())
+        && last.kind == SegmentType::Sequence
+        && first.kind == SegmentType::Sequence
+    {
+        last.asns.extend_from_slice(&first.asns);
+        rest.next();
+    }
+    segments.extend(rest);
     Some(AsPath { segments })
 }
