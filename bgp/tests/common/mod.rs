@@ -180,8 +180,10 @@ pub fn arb_asn() -> impl Strategy<Value = u32> {
     prop_oneof![1u32..=65535, 65536u32..=u32::MAX]
 }
 
-pub fn arb_as_path(confed: bool) -> impl Strategy<Value = AsPath> {
-    let kind = if confed {
+pub fn arb_as_path(confed: bool, sets: bool) -> impl Strategy<Value = AsPath> {
+    let kind = if !sets {
+        Just(SegmentType::Sequence).boxed()
+    } else if confed {
         prop_oneof![
             Just(SegmentType::Sequence),
             Just(SegmentType::Set),
@@ -210,6 +212,8 @@ pub struct AttrOpts {
     pub confed: bool,
     /// Allow duplicate large communities (rustbgpd-wire removes them).
     pub dup_large: bool,
+    /// Generate AS_SET segments (rustbgpd-wire applies RFC 9774 to them).
+    pub sets: bool,
 }
 
 pub fn arb_attributes(opts: AttrOpts) -> impl Strategy<Value = PathAttributes> {
@@ -238,7 +242,7 @@ pub fn arb_attributes(opts: AttrOpts) -> impl Strategy<Value = PathAttributes> {
                 Just(Origin::Egp),
                 Just(Origin::Incomplete)
             ]),
-            proptest::option::of(arb_as_path(opts.confed)),
+            proptest::option::of(arb_as_path(opts.confed, opts.sets)),
             proptest::option::of(arb_unicast_v4()),
             proptest::option::of(any::<u32>()),
             proptest::option::of(any::<u32>()),
@@ -338,7 +342,7 @@ pub fn arb_update(opts: AttrOpts) -> impl Strategy<Value = Update> {
         proptest::option::of(arb_mp_unreach()),
         vec(arb_v4_prefix(), 0..30),
         arb_unicast_v4(),
-        arb_as_path(false),
+        arb_as_path(false, false),
     )
         .prop_map(
             |(withdrawn, mut attributes, mp_reach, mp_unreach, nlri, nh, path)| {
