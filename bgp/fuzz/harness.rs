@@ -202,8 +202,11 @@ pub fn run_route_refresh(data: &[u8]) -> String {
     }
 }
 
+/// A target's run function.
+pub type Target = fn(&[u8]) -> String;
+
 /// The targets by corpus directory name.
-pub const TARGETS: [(&str, fn(&[u8]) -> String); 5] = [
+pub const TARGETS: [(&str, Target); 5] = [
     ("framing", run_framing),
     ("open", run_open),
     ("update", run_update),

@@ -7,6 +7,9 @@ use crate::common::*;
 /// (target, file name, contents)
 pub type Seed = (&'static str, String, Vec<u8>);
 
+/// (file name, contents) of one target's seeds.
+type NamedSeeds = Vec<(&'static str, Vec<u8>)>;
+
 /// Update target input: context selector then body. 1 = eBGP 4-octet,
 /// 3 = iBGP 4-octet, 0 = eBGP 2-octet.
 fn up(selector: u8, body: Vec<u8>) -> Vec<u8> {
@@ -25,7 +28,7 @@ fn ibgp_base() -> Vec<u8> {
     [origin(), as_path4(&[]), next_hop([192, 0, 2, 9])].concat()
 }
 
-fn update_seeds() -> Vec<(&'static str, Vec<u8>)> {
+fn update_seeds() -> NamedSeeds {
     let v6_mp = |nh: &[u8], nlri: &[u8]| attr(OPT, 14, &mp_reach_v6(nh, nlri));
     let v6_base = [origin(), as_path4(&[PEER_AS])].concat();
     let full = [
@@ -506,7 +509,7 @@ fn update_seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-fn framing_seeds() -> Vec<(&'static str, Vec<u8>)> {
+fn framing_seeds() -> NamedSeeds {
     let mut bad_marker = message(4, &[]);
     bad_marker[3] = 0;
     let header = |len: u16, t: u8| {
@@ -539,7 +542,7 @@ fn framing_seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-fn open_seeds() -> Vec<(&'static str, Vec<u8>)> {
+fn open_seeds() -> NamedSeeds {
     let id = [10, 0, 0, 2];
     let four = |asn: u32| [vec![65, 4], asn.to_be_bytes().to_vec()].concat();
     let caps = [
@@ -596,7 +599,7 @@ fn open_seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-fn notification_seeds() -> Vec<(&'static str, Vec<u8>)> {
+fn notification_seeds() -> NamedSeeds {
     vec![
         ("cease-shutdown-text.ok", vec![6, 2, 3, b'b', b'y', b'e']),
         (
@@ -610,7 +613,7 @@ fn notification_seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-fn route_refresh_seeds() -> Vec<(&'static str, Vec<u8>)> {
+fn route_refresh_seeds() -> NamedSeeds {
     vec![
         ("request-ipv4.ok", vec![0, 1, 0, 1]),
         ("beginning-of-route-refresh-ipv6.ok", vec![0, 2, 1, 1]),
@@ -624,7 +627,7 @@ fn route_refresh_seeds() -> Vec<(&'static str, Vec<u8>)> {
 /// Every seed.
 pub fn seeds() -> Vec<Seed> {
     let mut out = Vec::new();
-    let groups: [(&'static str, Vec<(&'static str, Vec<u8>)>); 5] = [
+    let groups: [(&'static str, NamedSeeds); 5] = [
         ("update", update_seeds()),
         ("framing", framing_seeds()),
         ("open", open_seeds()),
