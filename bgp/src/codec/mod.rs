@@ -50,3 +50,6 @@ pub use decode::{
 };
 pub use encode::{EncodeError, encode_message, encode_to_vec};
 pub use framing::{Frame, Framer, RawFrame, check_header, split_frame};
+
+/// Packing routes into UPDATEs that fit the message size limit.
+pub mod pack;
