@@ -170,10 +170,9 @@ impl Session {
                         ctx: SessionContext::new(OUR_AS, DAEMON_AS),
                     };
                 }
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    std::thread::yield_now();
-                    std::thread::park_timeout(Duration::from_millis(50));
+                // Not listening yet: poll again shortly, up to the deadline.
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::park_timeout(Duration::from_millis(50))
                 }
                 Err(e) => panic!("daemon never listened on {DAEMON_ADDR}:179: {e}"),
             }
