@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  iproute2 procps iputils-ping nftables conntrack tcpdump
+  iproute2 procps iputils-ping curl nftables conntrack tcpdump
   bird2 frr gobgpd
   iperf3 sockperf
   etcd-server

@@ -253,3 +253,68 @@ fn hand_wired_calico_style_pods_reach_each_other_across_nodes() {
     drop(lab);
     assert!(!a.netns.exists() && !b.netns.exists());
 }
+
+#[test]
+fn up_serves_the_api_to_kubectl_and_to_the_nodes_and_down_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = UpOptions::new(dir.path());
+    opts.nodes = 2;
+    opts.topology = Topology::Routed;
+    let lab = LabGuard::up(&opts).unwrap();
+
+    // kubectl on this machine sees the registered nodes with their addresses.
+    let kubeconfig = lab.kubeconfig().expect("a kubeconfig");
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["get", "nodes", "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let nodes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut seen: Vec<(String, String)> = nodes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let name = n["metadata"]["name"].as_str().unwrap().to_string();
+            let ip = n["status"]["addresses"][0]["address"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            (name, ip)
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("node1".to_string(), "10.0.1.1".to_string()),
+            ("node2".to_string(), "10.0.2.2".to_string())
+        ]
+    );
+
+    // A node in the second subnet reaches the API server across the router.
+    let url = format!("http://{}/api/v1/nodes/node1", lab.plan().api_address());
+    let body = lab
+        .netns("node2")
+        .unwrap()
+        .run("curl", &["-sf", "--max-time", "5", &url])
+        .unwrap();
+    assert!(body.contains("\"name\":\"node1\""), "{body}");
+
+    let status = lab.status();
+    let api = status
+        .processes
+        .iter()
+        .find(|p| p.role == "apiserver")
+        .expect("apiserver process");
+    assert!(api.running);
+    let pid = api.pid;
+    drop(lab);
+    assert!(!process::alive(pid), "the API server outlived down");
+}

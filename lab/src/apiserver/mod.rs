@@ -1,7 +1,7 @@
 //! The Kubernetes API emulator (`margay-lab apiserver`): test infrastructure that
 //! kube-rs clients (reflectors included) and `kubectl` 1.32 use as they would a
 //! real cluster. It is generic over resource kinds: objects are JSON keyed by
-//! group/resource, namespace and name. `docs/apiserver-emulator.md` lists what it
+//! group/resource, namespace and name. `docs/lab.md` ("The API server emulator") lists what it
 //! emulates and every gap (no TLS/authn/authz/admission webhooks/server-side
 //! apply/protobuf, ...).
 //!
