@@ -1,0 +1,145 @@
+//! The store on the Kubernetes API. Writes are conditional exactly as the
+//! trait demands: `create` (POST) fails with 409 AlreadyExists, `replace`
+//! (PUT with `metadata.resourceVersion`) fails with 409 Conflict when the
+//! object changed, `delete` carries a resourceVersion precondition. The
+//! allocator re-reads and retries on those, so this layer does not.
+
+use super::{IpamStore, NodeInfo, PodInfo, StoreError, StoreResult, StoredKind, describe};
+use ::kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
+use ::kube::{Client, Error};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use margay_api::names::NODE_LABEL;
+
+/// IPAM storage on a Kubernetes API server (or the lab's emulator).
+#[derive(Clone)]
+pub struct KubeStore {
+    client: Client,
+}
+
+impl KubeStore {
+    pub fn new(client: Client) -> KubeStore {
+        KubeStore { client }
+    }
+
+    fn api<K: StoredKind>(&self) -> Api<K> {
+        Api::all(self.client.clone())
+    }
+}
+
+/// Map a client error for object `name` of kind `K`.
+fn map_err<K: StoredKind>(name: &str, e: Error) -> StoreError {
+    let (kind, name) = describe::<K>(name);
+    match e {
+        Error::Api(s) if s.is_already_exists() => StoreError::AlreadyExists { kind, name },
+        Error::Api(s) if s.is_conflict() => StoreError::Conflict { kind, name },
+        Error::Api(s) if s.is_not_found() => StoreError::NotFound { kind, name },
+        Error::Api(s) if s.is_invalid() || s.code == 400 => StoreError::Invalid {
+            kind,
+            name,
+            message: s.message.clone(),
+        },
+        other => StoreError::Unavailable(format!("{kind} {name:?}: {other}")),
+    }
+}
+
+fn unavailable(what: &str, e: Error) -> StoreError {
+    StoreError::Unavailable(format!("{what}: {e}"))
+}
+
+impl IpamStore for KubeStore {
+    async fn get<K: StoredKind>(&self, name: &str) -> StoreResult<Option<K>> {
+        self.api::<K>()
+            .get_opt(name)
+            .await
+            .map_err(|e| map_err::<K>(name, e))
+    }
+
+    async fn list<K: StoredKind>(&self, node_label: Option<&str>) -> StoreResult<Vec<K>> {
+        let mut lp = ListParams::default();
+        if let Some(v) = node_label {
+            lp = lp.labels(&format!("{NODE_LABEL}={v}"));
+        }
+        let list = self
+            .api::<K>()
+            .list(&lp)
+            .await
+            .map_err(|e| map_err::<K>("", e))?;
+        Ok(list.items)
+    }
+
+    async fn create<K: StoredKind>(&self, obj: &K) -> StoreResult<K> {
+        let name = obj.meta().name.clone().unwrap_or_default();
+        self.api::<K>()
+            .create(&PostParams::default(), obj)
+            .await
+            .map_err(|e| map_err::<K>(&name, e))
+    }
+
+    async fn replace<K: StoredKind>(&self, obj: &K) -> StoreResult<K> {
+        let name = obj.meta().name.clone().unwrap_or_default();
+        if obj.meta().resource_version.is_none() {
+            let (kind, name) = describe::<K>(&name);
+            // Without it the PUT would be unconditional.
+            return Err(StoreError::Invalid {
+                kind,
+                name,
+                message: "replace needs metadata.resourceVersion (compare-and-swap)".into(),
+            });
+        }
+        self.api::<K>()
+            .replace(&name, &PostParams::default(), obj)
+            .await
+            .map_err(|e| map_err::<K>(&name, e))
+    }
+
+    async fn delete<K: StoredKind>(&self, name: &str, resource_version: &str) -> StoreResult<()> {
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                resource_version: Some(resource_version.to_string()),
+                uid: None,
+            }),
+            ..DeleteParams::default()
+        };
+        self.api::<K>()
+            .delete(name, &dp)
+            .await
+            .map(|_| ())
+            .map_err(|e| map_err::<K>(name, e))
+    }
+
+    async fn get_node(&self, name: &str) -> StoreResult<Option<NodeInfo>> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let node = api
+            .get_opt(name)
+            .await
+            .map_err(|e| unavailable(&format!("Node {name:?}"), e))?;
+        Ok(node.as_ref().map(NodeInfo::from_node))
+    }
+
+    async fn list_nodes(&self) -> StoreResult<Vec<NodeInfo>> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| unavailable("listing Nodes", e))?;
+        Ok(list.items.iter().map(NodeInfo::from_node).collect())
+    }
+
+    async fn get_pod(&self, namespace: &str, name: &str) -> StoreResult<Option<PodInfo>> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let pod = api
+            .get_opt(name)
+            .await
+            .map_err(|e| unavailable(&format!("Pod {namespace}/{name}"), e))?;
+        Ok(pod.as_ref().map(PodInfo::from_pod))
+    }
+
+    async fn list_pods(&self) -> StoreResult<Vec<PodInfo>> {
+        let api: Api<Pod> = Api::all(self.client.clone());
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| unavailable("listing Pods", e))?;
+        Ok(list.items.iter().map(PodInfo::from_pod).collect())
+    }
+}
