@@ -637,7 +637,7 @@ impl<S: IpamStore> Allocator<S> {
         let mut released = Vec::new();
         let mut names: BTreeSet<String> = blocks.iter().cloned().collect();
         let hname = handle_name(handle);
-        for _ in 0..4 {
+        for _ in 0..crate::cas::MAX_CAS_ATTEMPTS {
             let index: Option<IPAMHandle> = self.store.get(&hname).await?;
             if let Some(h) = &index
                 && h.spec.handle_id == handle
@@ -683,7 +683,7 @@ impl<S: IpamStore> Allocator<S> {
         }
         Err(IpamError::Contention {
             what: format!("releasing handle {handle:?}"),
-            attempts: 4,
+            attempts: crate::cas::MAX_CAS_ATTEMPTS,
         })
     }
 
@@ -840,6 +840,7 @@ impl<S: IpamStore> Allocator<S> {
             match self.store.create(&obj).await {
                 Ok(_) => return Ok(()),
                 Err(StoreError::AlreadyExists { .. }) => continue,
+                Err(e) if e.is_race() => continue,
                 Err(e) => return Err(e.into()),
             }
         }

@@ -118,6 +118,9 @@ pub(crate) async fn claim_block<S: IpamStore>(
                     Outcome::Missing => continue,
                 }
             }
+            // A create can also lose a race without the name being taken
+            // (a server-side conflict): just try again.
+            Err(e) if e.is_race() => continue,
             Err(e) => return Err(e.into()),
         };
 
@@ -166,6 +169,8 @@ pub(crate) async fn claim_block<S: IpamStore>(
                 excluded.insert(cidr);
                 continue;
             }
+            // Not created; the pending affinity is ours and is adopted on the retry.
+            Err(e) if e.is_race() => continue,
             Err(e) => return Err(e.into()),
         }
 

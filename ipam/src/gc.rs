@@ -418,6 +418,7 @@ impl<S: IpamStore> GarbageCollector<S> {
                 // empty one is released above): detach it once the node's own
                 // addresses are gone, so nothing is left pointing at the node.
                 if let Some((obj, b)) = block
+                    && b.has_allocations()
                     && !b.allocations().any(|(_, h)| h.node == a.spec.node)
                 {
                     match self.detach_block(obj, &a.spec.node, &name, &rv).await {

@@ -34,6 +34,7 @@ pub struct InstrumentedStore<S> {
     /// Writes still allowed before the simulated crash; negative = never.
     writes_until_crash: AtomicI64,
     crashed: AtomicBool,
+    yield_each_call: AtomicBool,
     rng: Mutex<u64>,
 }
 
@@ -49,6 +50,7 @@ impl<S: IpamStore> InstrumentedStore<S> {
             latency_us: AtomicU64::new(0),
             writes_until_crash: AtomicI64::new(-1),
             crashed: AtomicBool::new(false),
+            yield_each_call: AtomicBool::new(false),
             rng: Mutex::new(0x9e37_79b9_7f4a_7c15),
         }
     }
@@ -69,6 +71,13 @@ impl<S: IpamStore> InstrumentedStore<S> {
     pub fn set_latency(&self, latency: Duration) {
         self.latency_us
             .store(latency.as_micros() as u64, Ordering::SeqCst);
+    }
+
+    /// Yield to the scheduler before every call, so that concurrent tasks
+    /// interleave between any two store operations (like a network round trip
+    /// would make them) without adding wall-clock time.
+    pub fn set_yield(&self, on: bool) {
+        self.yield_each_call.store(on, Ordering::SeqCst);
     }
 
     /// Let `writes` more writes through, then fail every call with
@@ -101,6 +110,9 @@ impl<S: IpamStore> InstrumentedStore<S> {
     }
 
     async fn before(&self) -> StoreResult<()> {
+        if self.yield_each_call.load(Ordering::Relaxed) {
+            tokio::task::yield_now().await;
+        }
         let us = self.latency_us.load(Ordering::Relaxed);
         if us > 0 {
             tokio::time::sleep(Duration::from_micros(us)).await;
