@@ -15,6 +15,7 @@
 
 pub mod allocator;
 pub mod audit;
+pub mod bench;
 pub mod block;
 mod cas;
 mod claim;
