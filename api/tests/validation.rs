@@ -1,6 +1,7 @@
 //! Validation of every kind: objects as operators write them (YAML), and the
 //! messages they get back.
 
+use margay_api::IPAMHandle;
 use margay_api::resources::agent::{ResolvedAgentConfig, validate_agent_configuration};
 use margay_api::resources::bgp::{
     CommunityValue, ResolvedBgpConfig, validate_bgp_configuration, validate_bgp_peer,
@@ -438,4 +439,15 @@ fn ipam_objects_are_checked_for_consistency() {
     );
     validate_block_affinity(&aff).expect("valid");
     assert_eq!(aff.spec.state, AffinityState::PendingDeletion);
+    let handle: IPAMHandle = yaml(
+        "apiVersion: margay.dev/v1\nkind: IPAMHandle\nmetadata:\n  name: other\nspec:\n  handleID: abc\n  node: n1\n  blocks: {'10.0.0.0/26': 1, 'x': 2}\n",
+    );
+    let err = margay_api::resources::ipam::validate_ipam_handle(&handle).expect_err("invalid");
+    assert_eq!(err.errors.len(), 2, "{err}");
+    assert!(
+        err.errors
+            .iter()
+            .any(|e| e.field == "metadata.name" && e.message.contains("\"abc\"")),
+        "{err}"
+    );
 }

@@ -373,3 +373,25 @@ pub fn validate_ipam_configuration(c: &IPAMConfiguration) -> Result<(), Validati
     }
     p.finish()
 }
+
+pub fn validate_ipam_handle(h: &IPAMHandle) -> Result<(), ValidationError> {
+    let mut p = Problems::new("IPAMHandle", h.metadata.name.clone().unwrap_or_default());
+    crate::resources::check_object_name(&mut p, &h.metadata);
+    if h.spec.handle_id.is_empty() {
+        p.add("spec.handleID", "must not be empty");
+    } else if let Some(name) = &h.metadata.name {
+        let want = names::handle_name(&h.spec.handle_id);
+        if *name != want {
+            p.add(
+                "metadata.name",
+                format!("must be {want:?} for handle {:?}", h.spec.handle_id),
+            );
+        }
+    }
+    for (i, (cidr, _)) in h.spec.blocks.iter().enumerate() {
+        if let Err(e) = Cidr::parse_strict(cidr) {
+            p.add(format!("spec.blocks[{i}]"), e.to_string());
+        }
+    }
+    p.finish()
+}
