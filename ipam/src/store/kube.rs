@@ -151,17 +151,27 @@ mod tests {
     use margay_api::IPAMBlock;
 
     fn api_error(code: u16, reason: &str) -> Error {
-        Error::Api(Status::failure("message from the server", reason).with_code(code).boxed())
+        Error::Api(
+            Status::failure("message from the server", reason)
+                .with_code(code)
+                .boxed(),
+        )
     }
 
     #[test]
     fn api_errors_map_to_store_errors() {
         let m = |code, reason| map_err::<IPAMBlock>("10-0-0-0-26", api_error(code, reason));
-        assert!(matches!(m(409, "AlreadyExists"), StoreError::AlreadyExists { .. }));
+        assert!(matches!(
+            m(409, "AlreadyExists"),
+            StoreError::AlreadyExists { .. }
+        ));
         assert!(matches!(m(409, "Conflict"), StoreError::Conflict { .. }));
         assert!(matches!(m(404, "NotFound"), StoreError::NotFound { .. }));
         assert!(matches!(m(422, "Invalid"), StoreError::Invalid { .. }));
-        assert!(matches!(m(503, "ServiceUnavailable"), StoreError::Unavailable(_)));
+        assert!(matches!(
+            m(503, "ServiceUnavailable"),
+            StoreError::Unavailable(_)
+        ));
         match m(409, "Conflict") {
             StoreError::Conflict { kind, name } => {
                 assert_eq!((kind.as_str(), name.as_str()), ("IPAMBlock", "10-0-0-0-26"));
