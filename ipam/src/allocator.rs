@@ -315,9 +315,15 @@ impl<S: IpamStore> Allocator<S> {
 
         // 2. A new block.
         let mut hint = String::new();
+        // Blocks the node really holds: an interrupted claim (pending affinity,
+        // no block) does not count against maxBlocksPerHost.
         let held = own
             .iter()
-            .filter(|e| e.affinity.spec.state != AffinityState::PendingDeletion)
+            .filter(|e| {
+                e.affinity.spec.state != AffinityState::PendingDeletion
+                    && e.block.as_ref().and_then(|b| b.spec.affine_node())
+                        == Some(req.node.as_str())
+            })
             .count();
         if !config.auto_allocate_blocks {
             hint.push_str("; autoAllocateBlocks is false");
