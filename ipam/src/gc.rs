@@ -180,6 +180,11 @@ impl<S: IpamStore> GarbageCollector<S> {
             &mut report,
         )
         .await;
+        // Cooling entries that have run out no longer keep a block alive.
+        let cooldown = crate::allocator::cooldown_secs(&config);
+        for (_, b) in blocks.values_mut() {
+            b.expire_cooling(now, cooldown);
+        }
         let touched = self
             .collect_empty_blocks(&blocks, &affinities, &nodes, &pools, &mut report)
             .await;

@@ -1,13 +1,14 @@
 //! Property tests of the allocator invariants over random operation sequences
 //! (allocate any/specific/dual-stack, release by handle or address, GC passes
-//! with time moving, node deletion, strict affinity toggling):
+//! with time moving, node deletion, strict affinity / maxBlocksPerHost /
+//! reuse cooldown changes):
 //!
 //! - no address is in two allocations;
 //! - every address is inside its block, every block inside a pool;
 //! - the store holds exactly the (handle, address) pairs the model expects,
 //!   so a release gives back exactly what was taken;
-//! - without strict affinity an allocation fails only when the family's pool
-//!   is really full;
+//! - without strict affinity, block limit or cooling addresses an allocation
+//!   fails only when the family's pool is really full;
 //! - the GC never releases a live pod's address, releases every address of a
 //!   deleted node, and after everything is released leaves no orphan.
 
@@ -30,13 +31,34 @@ const POOL_SIZE: usize = 16;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Alloc { node: usize, v4: bool, v6: bool },
-    AllocSpecific { node: usize, offset: u8, v6: bool },
-    ReleaseHandle { pick: usize, with_node: bool },
-    ReleaseAddress { pick: usize },
-    Gc { advance: i64 },
-    DeleteNode { node: usize },
-    Strict(bool),
+    Alloc {
+        node: usize,
+        v4: bool,
+        v6: bool,
+    },
+    AllocSpecific {
+        node: usize,
+        offset: u8,
+        v6: bool,
+    },
+    ReleaseHandle {
+        pick: usize,
+        with_node: bool,
+    },
+    ReleaseAddress {
+        pick: usize,
+    },
+    Gc {
+        advance: i64,
+    },
+    DeleteNode {
+        node: usize,
+    },
+    Config {
+        strict: bool,
+        max_blocks: u32,
+        cooldown: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -49,7 +71,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<usize>().prop_map(|pick| Op::ReleaseAddress { pick }),
         2 => prop_oneof![Just(0i64), Just(30), Just(1000)].prop_map(|advance| Op::Gc { advance }),
         1 => (0..3usize).prop_map(|node| Op::DeleteNode { node }),
-        1 => any::<bool>().prop_map(Op::Strict),
+        1 => (any::<bool>(), 0..3u32, prop_oneof![Just(0u64), Just(0), Just(60)])
+            .prop_map(|(strict, max_blocks, cooldown)| Op::Config { strict, max_blocks, cooldown }),
     ]
 }
 
@@ -62,6 +85,8 @@ struct Model {
     doomed: BTreeSet<String>,
     next: u64,
     strict: bool,
+    /// maxBlocksPerHost or releasedAddressCooldown set.
+    limited: bool,
     deleted_nodes: BTreeSet<String>,
 }
 
@@ -99,6 +124,12 @@ async fn store_pairs(c: &Cluster) -> BTreeSet<(String, IpAddr)> {
         }
     }
     out
+}
+
+/// Released addresses still cooling down, over all blocks.
+async fn cooling(c: &Cluster) -> usize {
+    let blocks: Vec<margay_api::IPAMBlock> = c.store.list(None).await.expect("list");
+    blocks.iter().map(|b| b.spec.cooling.len()).sum()
 }
 
 async fn check_invariants(c: &Cluster, model: &Model) -> Result<(), TestCaseError> {
@@ -168,7 +199,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         m.handles.insert(handle, (node.into(), ips));
                     }
                     Err(IpamError::Exhausted { family, .. }) => {
-                        if !m.strict {
+                        if !m.strict && !m.limited && cooling(&c).await == 0 {
                             prop_assert_eq!(m.count(family), POOL_SIZE, "exhausted with room left");
                         }
                     }
@@ -207,6 +238,9 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         prop_assert_eq!(m.holder_of(want), Some(h.as_str()));
                     }
                     Err(IpamError::StrictAffinity { .. }) => prop_assert!(m.strict),
+                    Err(IpamError::AddressCoolingDown { .. }) => {
+                        prop_assert!(cooling(&c).await > 0)
+                    }
                     Err(e) => return Err(TestCaseError::fail(format!("allocate {want}: {e}"))),
                 }
             }
@@ -291,10 +325,18 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     }
                 }
             }
-            Op::Strict(on) => {
-                m.strict = on;
+            Op::Config {
+                strict,
+                max_blocks,
+                cooldown,
+            } => {
+                m.strict = strict;
+                m.limited = max_blocks > 0 || cooldown > 0;
                 c.set_config(IPAMConfigurationSpec {
-                    strict_affinity: on,
+                    strict_affinity: strict,
+                    max_blocks_per_host: max_blocks,
+                    released_address_cooldown: (cooldown > 0)
+                        .then(|| std::time::Duration::from_secs(cooldown).into()),
                     ..Default::default()
                 })
                 .await;
