@@ -418,7 +418,7 @@ fn agent_configuration_merges_node_override() {
 #[test]
 fn ipam_objects_are_checked_for_consistency() {
     let block: IPAMBlock = yaml(
-        "apiVersion: margay.dev/v1\nkind: IPAMBlock\nmetadata:\n  name: 10-0-0-0-26\nspec:\n  cidr: 10.0.0.0/26\n  affinity: host:n1\n  inUse: 2\n  allocations:\n  - {ordinal: 0, handle: a, node: n1}\n  - {ordinal: 64, handle: b, node: n1}\n",
+        "apiVersion: margay.dev/v1\nkind: IPAMBlock\nmetadata:\n  name: 10-0-0-0-26\nspec:\n  cidr: 10.0.0.0/26\n  affinity: host:n1\n  inUse: 2\n  allocations:\n  - {ordinal: 0, handle: a}\n  - {ordinal: 64, handle: b, node: n2}\n",
     );
     assert_rejects(
         validate_ipam_block(&block),

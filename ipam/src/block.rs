@@ -90,12 +90,21 @@ impl Block {
             if b.is_set(r.ordinal) {
                 return Err(corrupt(format!("ordinal {} listed twice", r.ordinal)));
             }
+            let node = match (&r.node, &b.affinity) {
+                (Some(n), _) | (None, Some(n)) => n.clone(),
+                (None, None) => {
+                    return Err(corrupt(format!(
+                        "ordinal {} has no node and the block no affinity",
+                        r.ordinal
+                    )));
+                }
+            };
             b.set(r.ordinal);
             b.records.insert(
                 r.ordinal,
                 Holder {
                     handle: r.handle.clone(),
-                    node: r.node.clone(),
+                    node,
                     namespace: r.namespace.clone(),
                     pod: r.pod.clone(),
                 },
@@ -124,7 +133,9 @@ impl Block {
                 .map(|(&ordinal, h)| AllocationRecord {
                     ordinal,
                     handle: h.handle.clone(),
-                    node: h.node.clone(),
+                    // Only when it differs from the block's node (compact JSON).
+                    node: (self.affinity.as_deref() != Some(h.node.as_str()))
+                        .then(|| h.node.clone()),
                     namespace: h.namespace.clone(),
                     pod: h.pod.clone(),
                 })
@@ -334,8 +345,21 @@ mod tests {
         assert_eq!(spec.in_use, 1);
         assert_eq!(spec.cooling.len(), 1);
         assert_eq!(spec.affinity.as_deref(), Some("host:n1"));
+        assert_eq!(
+            spec.allocations[0].node, None,
+            "the block's own node is implied"
+        );
         let back = Block::from_spec(&spec).expect("decodes");
         assert_eq!(back, b);
+        // A borrower's node is written; detaching writes every node.
+        b.allocate(Holder {
+            node: "n2".into(),
+            ..holder("c")
+        });
+        b.set_affinity(None);
+        let spec = b.to_spec();
+        assert!(spec.allocations.iter().all(|a| a.node.is_some()));
+        assert_eq!(Block::from_spec(&spec).expect("decodes"), b);
         let empty = serde_json::to_string(&block("10.0.0.0/26").to_spec()).expect("json");
         assert!(empty.len() < 80, "{empty}");
     }
@@ -383,7 +407,7 @@ mod tests {
         spec.allocations.push(AllocationRecord {
             ordinal: 64,
             handle: "x".into(),
-            node: "n".into(),
+            node: Some("n".into()),
             namespace: None,
             pod: None,
         });
@@ -392,5 +416,15 @@ mod tests {
         spec.affinity = Some("node:x".into());
         assert!(Block::from_spec(&spec).is_err());
         assert!(Block::new("10.0.0.0/16".parse().unwrap(), None).is_err());
+        let mut spec = block("10.0.0.0/26").to_spec();
+        spec.affinity = None;
+        spec.allocations.push(AllocationRecord {
+            ordinal: 1,
+            handle: "x".into(),
+            node: None,
+            namespace: None,
+            pod: None,
+        });
+        assert!(Block::from_spec(&spec).is_err(), "no node anywhere");
     }
 }

@@ -68,9 +68,12 @@ pub struct AllocationRecord {
     /// `vxlan-tunnel-addr-<node>` for a node's tunnel address.
     #[schemars(length(max = 512))]
     pub handle: String,
-    /// The node that allocated it (differs from the block's affinity when borrowed).
+    /// The node that allocated it, when that is not the block's affinity
+    /// (a borrowed address, or a block without affinity). Absent means the
+    /// block's node: the common case costs no bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
-    pub node: String,
+    pub node: Option<String>,
     /// The pod's namespace, for pod addresses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
@@ -142,6 +145,12 @@ pub fn validate_ipam_block(block: &IPAMBlock) -> Result<(), ValidationError> {
         }
         if a.handle.is_empty() {
             p.add(format!("spec.allocations[{i}].handle"), "must not be empty");
+        }
+        if a.node.is_none() && s.affinity.is_none() {
+            p.add(
+                format!("spec.allocations[{i}].node"),
+                "required in a block without affinity",
+            );
         }
     }
     for (i, c) in s.cooling.iter().enumerate() {
