@@ -7,6 +7,7 @@ packages=(
   iproute2 procps iputils-ping nftables conntrack tcpdump
   bird2 frr gobgpd
   iperf3 sockperf
+  etcd-server
   containernetworking-plugins
 )
 

@@ -6,6 +6,7 @@
 //! in [`registry`]. Micro-benchmarks use criterion inside their crate; macro
 //! ones drive the lab through `margay_lab`.
 
+pub mod apiserver;
 pub mod baseline;
 pub mod figure;
 pub mod iperf;
@@ -35,5 +36,5 @@ pub struct Benchmark {
 
 /// Every benchmark, in the order `make bench` runs them.
 pub fn registry() -> Vec<Benchmark> {
-    vec![baseline::benchmark()]
+    vec![baseline::benchmark(), apiserver::benchmark()]
 }

@@ -1,0 +1,94 @@
+//! The state file: every object and the resourceVersion counter, so a restarted
+//! server keeps objects and versions. Written atomically (temporary file, then
+//! rename) after changes, coalescing bursts into one write.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::http::Shared;
+use super::store::State;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    #[error("reading state file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state file {path} is not a valid state: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("writing state file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Loads the state file if it exists.
+pub fn load(path: &Path) -> Result<Option<State>, PersistError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(PersistError::Read {
+                path: path.into(),
+                source,
+            });
+        }
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|source| PersistError::Parse {
+            path: path.into(),
+            source,
+        })
+}
+
+/// Writes `bytes` to `path` atomically.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
+    let err = |source| PersistError::Write {
+        path: path.into(),
+        source,
+    };
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(
+        ".tmp.{}.{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+/// Serializes the store now (under its lock) and writes it. Saves are
+/// serialized, so an older snapshot never replaces a newer one.
+pub fn save(shared: &Shared, path: &Path) -> Result<(), PersistError> {
+    let _one_at_a_time = shared.save_lock.lock().unwrap_or_else(|e| e.into_inner());
+    let bytes = {
+        let s = shared.lock();
+        serde_json::to_vec(&s.to_state()).map_err(|e| PersistError::Write {
+            path: path.into(),
+            source: e.into(),
+        })?
+    };
+    write_atomic(path, &bytes)
+}
+
+/// Writes the state after each burst of changes, until the task is dropped.
+pub async fn persist_loop(shared: Arc<Shared>, path: PathBuf) {
+    loop {
+        shared.dirty.notified().await;
+        let (s, p) = (shared.clone(), path.clone());
+        match tokio::task::spawn_blocking(move || save(&s, &p)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("{e}"),
+            Err(e) => tracing::error!("state writer failed: {e}"),
+        }
+    }
+}
