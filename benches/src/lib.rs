@@ -37,5 +37,9 @@ pub struct Benchmark {
 
 /// Every benchmark, in the order `make bench` runs them.
 pub fn registry() -> Vec<Benchmark> {
-    vec![baseline::benchmark(), apiserver::benchmark(), ipam::benchmark()]
+    vec![
+        baseline::benchmark(),
+        apiserver::benchmark(),
+        ipam::benchmark(),
+    ]
 }

@@ -1,8 +1,8 @@
 //! IPAM on the Kubernetes API (the lab's API emulator), through `KubeStore`:
 //! the concurrent stress run (10 nodes, 10 000 operations, injected 409s, API
 //! latency, allocations killed mid-flight, nodes deleted, then GC), claims
-//! interrupted between their writes, an API server that refuses requests, and
-//! the generated CRDs as `kubectl` sees them.
+//! interrupted between their writes, an unreachable API server, and the
+//! generated CRDs as `kubectl` sees them.
 
 mod common;
 #[path = "common/stress.rs"]
@@ -183,10 +183,11 @@ async fn claims_interrupted_between_writes_recover() {
     }
 }
 
-/// While the API server refuses requests (503), allocation fails with
-/// `Unavailable` and changes nothing; afterwards it works. Two clients: one
-/// without kube's default retries (fails at once), and the default one
-/// (retries 503 for minutes) bounded by `with_call_timeout`.
+/// While the API server resets every connection (crashed or unreachable),
+/// allocation fails with `Unavailable` and changes nothing; afterwards it
+/// works. Two clients: one without kube's default retries, and the default
+/// one (which retries some failures with backoff for minutes) bounded by
+/// `with_call_timeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unavailable_api_server_fails_cleanly() {
     let server = api_server().await;

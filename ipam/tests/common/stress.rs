@@ -3,6 +3,8 @@
 //! released, some nodes are deleted, and the GC must leave a clean state.
 //! Used against the in-memory store and against the API emulator.
 
+#![allow(dead_code)] // each test binary reads a different subset of the results
+
 use margay_ipam::store::instrumented::InstrumentedStore;
 use margay_ipam::{
     AllocateRequest, Allocator, GarbageCollector, GcSettings, IpamError, IpamStore, ManualClock,
