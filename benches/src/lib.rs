@@ -9,6 +9,7 @@
 pub mod apiserver;
 pub mod baseline;
 pub mod figure;
+pub mod ipam;
 pub mod iperf;
 pub mod report;
 
@@ -36,5 +37,9 @@ pub struct Benchmark {
 
 /// Every benchmark, in the order `make bench` runs them.
 pub fn registry() -> Vec<Benchmark> {
-    vec![baseline::benchmark(), apiserver::benchmark()]
+    vec![
+        baseline::benchmark(),
+        apiserver::benchmark(),
+        ipam::benchmark(),
+    ]
 }

@@ -1,0 +1,72 @@
+//! Ten nodes allocating and releasing concurrently on two threads against the
+//! in-memory store, with 10% of writes refused as conflicts, every call a
+//! scheduling point, and allocations killed mid-flight. (The same run against
+//! the API emulator is in `emulator.rs`.)
+
+mod common;
+#[path = "common/stress.rs"]
+mod stress;
+
+use common::Cluster;
+use margay_ipam::PodInfo;
+use margay_ipam::store::instrumented::InstrumentedStore;
+use margay_ipam::store::memory::MemoryStore;
+use std::net::IpAddr;
+use std::sync::Arc;
+use stress::{PodRegistry, StressConfig, assert_stress_ok, node_name, run_stress};
+
+struct MemoryPods(Arc<MemoryStore>);
+
+impl PodRegistry for MemoryPods {
+    async fn started(&self, ns: &str, name: &str, node: &str, ips: &[IpAddr]) {
+        self.0.put_pod(PodInfo {
+            namespace: ns.into(),
+            name: name.into(),
+            node: Some(node.into()),
+            ips: ips.to_vec(),
+        });
+    }
+    async fn deleted(&self, ns: &str, name: &str) {
+        self.0.delete_pod(ns, name);
+    }
+    async fn delete_node(&self, node: &str) {
+        self.0.delete_node(node);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_nodes_ten_thousand_operations_with_conflicts_and_kills() {
+    let cfg = StressConfig {
+        nodes: 10,
+        ops: 10_000,
+        max_live_per_node: 16,
+        kill_every: 97,
+        delete_nodes: 2,
+        seed: 0x5eed,
+    };
+    let names: Vec<String> = (0..cfg.nodes).map(node_name).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let c = Cluster::new(&refs);
+    // 128 addresses in 8 blocks for 10 nodes: claims race, nodes borrow, the
+    // pool runs out now and then.
+    c.add_pool("stress", "10.9.0.0/25", Some(28)).await;
+    let store = Arc::new(InstrumentedStore::new(c.store.clone()));
+    store.inject_conflicts(0.10, 42);
+    store.set_yield(true);
+    let r = run_stress(
+        store.clone(),
+        c.clock.clone(),
+        Arc::new(MemoryPods(c.store.clone())),
+        cfg.clone(),
+    )
+    .await;
+    let counts = store.counts();
+    println!("{r:?}\n{counts:?}");
+    assert!(counts.injected_conflicts > 100, "{counts:?}");
+    assert!(
+        counts.lost_races > 0,
+        "no real races between nodes: {counts:?}"
+    );
+    assert!(r.exhausted > 0, "the pool never ran out: {r:?}");
+    assert_stress_ok(&r, &cfg);
+}
