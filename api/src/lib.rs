@@ -6,9 +6,11 @@
 //!   `AgentConfiguration`), each with `validate_*` and defaults;
 //! - [`selector`]: one selector engine for selector strings and `LabelSelector`s;
 //! - [`net`]: CIDRs; [`names`]: derived object names;
-//! - [`crds`]: the generated CustomResourceDefinitions.
+//! - [`crds`]: the generated CustomResourceDefinitions;
+//! - [`endpoint`]: the protocol between the CNI plugin and the agent.
 
 pub mod crds;
+pub mod endpoint;
 pub mod names;
 pub mod net;
 pub mod resources;
