@@ -32,7 +32,11 @@ pub const HOST_INTERFACE_PREFIX: &str = "mgy";
 pub fn host_interface_name(namespace: &str, pod: &str) -> String {
     // FNV-1a 64: stable across Rust versions and platforms, unlike std's hasher.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in namespace.bytes().chain(std::iter::once(b'/')).chain(pod.bytes()) {
+    for b in namespace
+        .bytes()
+        .chain(std::iter::once(b'/'))
+        .chain(pod.bytes())
+    {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
@@ -180,7 +184,10 @@ mod tests {
         assert_eq!(a, host_interface_name("default", "web-0"));
         assert_ne!(a, host_interface_name("default", "web-1"));
         // "ns/a-b" and "ns-a/b" must not collide through the separator.
-        assert_ne!(host_interface_name("x", "a-b"), host_interface_name("x-a", "b"));
+        assert_ne!(
+            host_interface_name("x", "a-b"),
+            host_interface_name("x-a", "b")
+        );
         assert_eq!(a.len(), 14);
         assert!(a.starts_with("mgy") && a[3..].chars().all(|c| c.is_ascii_hexdigit()));
     }
@@ -195,9 +202,15 @@ mod tests {
             pod: None,
         };
         let json = serde_json::to_string(&req).unwrap();
-        assert_eq!(json, r#"{"op":"del","attachment":{"containerId":"c1","ifname":"eth0"}}"#);
+        assert_eq!(
+            json,
+            r#"{"op":"del","attachment":{"containerId":"c1","ifname":"eth0"}}"#
+        );
         assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), req);
-        assert_eq!(serde_json::to_string(&Request::Status).unwrap(), r#"{"op":"status"}"#);
+        assert_eq!(
+            serde_json::to_string(&Request::Status).unwrap(),
+            r#"{"op":"status"}"#
+        );
 
         let err = Response::Error(WireError {
             code: codes::TRY_AGAIN_LATER,

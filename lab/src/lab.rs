@@ -115,6 +115,11 @@ impl Lab {
             })
     }
 
+    /// Where a node keeps its CNI configuration, agent socket and agent state.
+    pub fn node_files(&self, name: &str) -> Result<crate::state::NodeFiles, LabError> {
+        self.node(name).map(|n| self.dir.node_files(&n.name))
+    }
+
     pub fn node_names(&self) -> Vec<String> {
         self.state
             .plan

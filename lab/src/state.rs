@@ -81,6 +81,19 @@ impl StateDir {
         self.path.join("kubeconfig.nodes")
     }
 
+    /// Files of one node (the lab's nodes share this machine's filesystem, so
+    /// what a real node keeps in /etc/cni, /var/run/margay and /var/lib/margay
+    /// lives under the state directory instead).
+    pub fn node_files(&self, node: &str) -> NodeFiles {
+        let dir = self.path.join("nodes").join(node);
+        NodeFiles {
+            cni_socket: dir.join("cni.sock"),
+            cni_conf_dir: dir.join("net.d"),
+            agent_dir: dir.join("agent"),
+            dir,
+        }
+    }
+
     pub fn log(&self, name: &str) -> PathBuf {
         self.path.join("logs").join(format!("{name}.log"))
     }
@@ -147,6 +160,21 @@ impl StateDir {
         }
         fs::create_dir_all(self.path.join("pids"))
     }
+}
+
+/// Where one lab node keeps its files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeFiles {
+    /// `nodes/<node>/`.
+    pub dir: PathBuf,
+    /// The agent's endpoint socket, which the CNI plugin calls
+    /// (`/var/run/margay/cni.sock` on a real node).
+    pub cni_socket: PathBuf,
+    /// The CNI configuration directory the agent installs its conflist into
+    /// (`/etc/cni/net.d`).
+    pub cni_conf_dir: PathBuf,
+    /// The agent's own node-local state (`/var/lib/margay`).
+    pub agent_dir: PathBuf,
 }
 
 /// Held lock on a state directory.
