@@ -56,7 +56,11 @@ impl Health {
     }
 
     pub fn reason(&self) -> String {
-        self.inner.reason.lock().map(|r| r.clone()).unwrap_or_default()
+        self.inner
+            .reason
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
     }
 
     pub fn heartbeat(&self) {
@@ -73,10 +77,9 @@ impl Health {
     pub fn answer(&self, path: &str) -> Answer {
         match path {
             "/livez" | "/liveness" if self.is_live() => Answer::text(StatusCode::OK, "ok\n"),
-            "/livez" | "/liveness" => Answer::text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "dataplane loop stalled\n",
-            ),
+            "/livez" | "/liveness" => {
+                Answer::text(StatusCode::SERVICE_UNAVAILABLE, "dataplane loop stalled\n")
+            }
             "/readyz" | "/readiness" if self.is_ready() => Answer::text(StatusCode::OK, "ok\n"),
             "/readyz" | "/readiness" => Answer::text(
                 StatusCode::SERVICE_UNAVAILABLE,

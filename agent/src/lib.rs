@@ -9,8 +9,14 @@
 //! - [`endpoint_service`]: the unix socket the CNI plugin calls;
 //! - [`config`], [`health`], [`metrics`]: configuration, `/livez` `/readyz`, `/metrics`.
 
+pub mod agent;
 pub mod calc;
+pub mod config;
 pub mod dataplane;
+pub mod datastore;
+pub mod endpoint_service;
+pub mod endpoint_store;
 pub mod health;
 pub mod http;
+pub mod logging;
 pub mod metrics;

@@ -189,9 +189,18 @@ mod tests {
             .observe(0.002);
         m.active_local_endpoints.set(3);
         let text = m.encode();
-        assert!(text.contains("margay_cni_requests_total{op=\"add\",result=\"ok\"} 1"), "{text}");
-        assert!(text.contains("margay_cni_request_duration_seconds_count{op=\"add\"} 1"), "{text}");
+        assert!(
+            text.contains("margay_cni_requests_total{op=\"add\",result=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("margay_cni_request_duration_seconds_count{op=\"add\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("margay_active_local_endpoints 3"), "{text}");
-        assert!(text.contains("margay_route_table_repairs_total 0"), "{text}");
+        assert!(
+            text.contains("margay_route_table_repairs_total 0"),
+            "{text}"
+        );
     }
 }

@@ -12,8 +12,8 @@
 //! pod in it that does not say otherwise. A pool annotation asks for its
 //! family even where no pool selects the node by default.
 
-use margay_api::net::IpFamily;
 use margay_api::ResolvedPool;
+use margay_api::net::IpFamily;
 use margay_ipam::AddressRequest;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -92,9 +92,9 @@ fn has_default_pool(
     family: IpFamily,
     node_labels: &BTreeMap<String, String>,
 ) -> bool {
-    pools.iter().any(|p| {
-        !p.disabled && p.cidr.family() == family && p.node_selector.matches(node_labels)
-    })
+    pools
+        .iter()
+        .any(|p| !p.disabled && p.cidr.family() == family && p.node_selector.matches(node_labels))
 }
 
 fn string_list(
@@ -105,7 +105,9 @@ fn string_list(
     serde_json::from_str::<Vec<String>>(raw).map_err(|e| AnnotationError {
         object: object.to_string(),
         annotation,
-        message: format!("{raw:?} is not a JSON list of strings ({e}); e.g. [\"default-ipv4-ippool\"]"),
+        message: format!(
+            "{raw:?} is not a JSON list of strings ({e}); e.g. [\"default-ipv4-ippool\"]"
+        ),
     })
 }
 
@@ -153,7 +155,10 @@ mod tests {
     }
 
     fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -163,10 +168,26 @@ mod tests {
             pool("v6", "fd00:244::/48", Some("zone == 'b'"), false),
         ];
         let none = ann(&[]);
-        let a = decide("Pod d/p", &none, "Namespace d", &none, &pools, &ann(&[("zone", "a")])).unwrap();
+        let a = decide(
+            "Pod d/p",
+            &none,
+            "Namespace d",
+            &none,
+            &pools,
+            &ann(&[("zone", "a")]),
+        )
+        .unwrap();
         assert_eq!(a.ipv4, Some(AddressRequest::any()));
         assert_eq!(a.ipv6, None);
-        let b = decide("Pod d/p", &none, "Namespace d", &none, &pools, &ann(&[("zone", "b")])).unwrap();
+        let b = decide(
+            "Pod d/p",
+            &none,
+            "Namespace d",
+            &none,
+            &pools,
+            &ann(&[("zone", "b")]),
+        )
+        .unwrap();
         assert_eq!(b.ipv6, Some(AddressRequest::any()));
         let disabled = [pool("v4", "10.244.0.0/16", None, true)];
         let c = decide("Pod d/p", &none, "Namespace d", &none, &disabled, &none).unwrap();
@@ -178,13 +199,28 @@ mod tests {
         let pools = [pool("v4", "10.244.0.0/16", None, false)];
         let ns = ann(&[(IPV4_POOLS_ANNOTATION, r#"["ns-pool"]"#)]);
         let a = decide("Pod d/p", &ann(&[]), "Namespace d", &ns, &pools, &ann(&[])).unwrap();
-        assert_eq!(a.ipv4, Some(AddressRequest::Auto { pools: vec!["ns-pool".into()] }));
+        assert_eq!(
+            a.ipv4,
+            Some(AddressRequest::Auto {
+                pools: vec!["ns-pool".into()]
+            })
+        );
         let pod = ann(&[(IPV4_POOLS_ANNOTATION, r#"["pod-pool"]"#)]);
         let b = decide("Pod d/p", &pod, "Namespace d", &ns, &pools, &ann(&[])).unwrap();
-        assert_eq!(b.ipv4, Some(AddressRequest::Auto { pools: vec!["pod-pool".into()] }));
+        assert_eq!(
+            b.ipv4,
+            Some(AddressRequest::Auto {
+                pools: vec!["pod-pool".into()]
+            })
+        );
         let v6 = ann(&[(IPV6_POOLS_ANNOTATION, r#"["fd00:1::/64"]"#)]);
         let c = decide("Pod d/p", &v6, "Namespace d", &ann(&[]), &pools, &ann(&[])).unwrap();
-        assert_eq!(c.ipv6, Some(AddressRequest::Auto { pools: vec!["fd00:1::/64".into()] }));
+        assert_eq!(
+            c.ipv6,
+            Some(AddressRequest::Auto {
+                pools: vec!["fd00:1::/64".into()]
+            })
+        );
         assert_eq!(c.ipv4, Some(AddressRequest::any()));
     }
 
@@ -192,11 +228,20 @@ mod tests {
     fn requested_addresses_are_exact_and_one_per_family() {
         let pod = ann(&[(IP_ADDRS_ANNOTATION, r#"["10.244.9.9", "fd00::9"]"#)]);
         let a = decide("Pod d/p", &pod, "Namespace d", &ann(&[]), &[], &ann(&[])).unwrap();
-        assert_eq!(a.ipv4, Some(AddressRequest::Specific("10.244.9.9".parse().unwrap())));
-        assert_eq!(a.ipv6, Some(AddressRequest::Specific("fd00::9".parse().unwrap())));
+        assert_eq!(
+            a.ipv4,
+            Some(AddressRequest::Specific("10.244.9.9".parse().unwrap()))
+        );
+        assert_eq!(
+            a.ipv6,
+            Some(AddressRequest::Specific("fd00::9".parse().unwrap()))
+        );
         let two = ann(&[(IP_ADDRS_ANNOTATION, r#"["10.0.0.1","10.0.0.2"]"#)]);
         let e = decide("Pod d/p", &two, "Namespace d", &ann(&[]), &[], &ann(&[])).unwrap_err();
-        assert!(e.to_string().contains("Pod d/p") && e.to_string().contains(IP_ADDRS_ANNOTATION), "{e}");
+        assert!(
+            e.to_string().contains("Pod d/p") && e.to_string().contains(IP_ADDRS_ANNOTATION),
+            "{e}"
+        );
     }
 
     #[test]

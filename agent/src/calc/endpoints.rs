@@ -151,7 +151,9 @@ impl EndpointTable {
     }
 
     pub fn ready_count(&self) -> usize {
-        self.iter().filter(|e| e.state == EndpointState::Ready).count()
+        self.iter()
+            .filter(|e| e.state == EndpointState::Ready)
+            .count()
     }
 
     /// The routes ready endpoints want, one per address. Should two endpoints
@@ -244,7 +246,13 @@ mod tests {
         assert!(!w.contains_key(&"10.0.0.2".parse::<IpAddr>().unwrap()));
         let ifs = t1.ready_interfaces();
         assert_eq!(ifs[&a.host_interface], Families { v4: true, v6: true });
-        assert_eq!(ifs[&c.host_interface], Families { v4: true, v6: false });
+        assert_eq!(
+            ifs[&c.host_interface],
+            Families {
+                v4: true,
+                v6: false
+            }
+        );
         assert_eq!(t1.ready_count(), 2);
     }
 

@@ -20,7 +20,10 @@ pub fn pod_mtu(configured: Option<u32>, links: &[LinkInfo], default_route_oifs: 
         return m;
     }
     let candidate = |l: &&LinkInfo| {
-        l.name != "lo" && !l.name.starts_with(margay_api::endpoint::HOST_INTERFACE_PREFIX)
+        l.name != "lo"
+            && !l
+                .name
+                .starts_with(margay_api::endpoint::HOST_INTERFACE_PREFIX)
     };
     for oif in default_route_oifs {
         if let Some(l) = links.iter().filter(candidate).find(|l| l.index == *oif) {
@@ -49,10 +52,19 @@ mod tests {
 
     #[test]
     fn configured_wins_then_default_route_then_smallest_uplink() {
-        let links = [l(1, "lo", 65536), l(2, "eth0", 9000), l(3, "eth1", 1400), l(4, "mgyabc", 1000)];
+        let links = [
+            l(1, "lo", 65536),
+            l(2, "eth0", 9000),
+            l(3, "eth1", 1400),
+            l(4, "mgyabc", 1000),
+        ];
         assert_eq!(pod_mtu(Some(1450), &links, &[2]), 1450);
         assert_eq!(pod_mtu(None, &links, &[2]), 9000);
-        assert_eq!(pod_mtu(None, &links, &[]), 1400, "pod interfaces do not count");
+        assert_eq!(
+            pod_mtu(None, &links, &[]),
+            1400,
+            "pod interfaces do not count"
+        );
         assert_eq!(pod_mtu(None, &[l(1, "lo", 65536)], &[]), FALLBACK_MTU);
     }
 }

@@ -48,6 +48,12 @@ impl RoutePlan {
     }
 }
 
+/// IPv4 host routes to pods are link-scoped; the kernel keeps no scope on
+/// IPv6 routes (always "global"), so only IPv4 ones are checked.
+fn scope_ok(r: &KernelRoute) -> bool {
+    r.link_scope || r.dst.is_ipv6()
+}
+
 /// Works out the changes. `links` maps interface names to indexes;
 /// `sweep` allows deleting our routes that nothing wants.
 pub fn plan(
@@ -72,7 +78,7 @@ pub fn plan(
         };
         let right = by_dst.get(ip).is_some_and(|rs| {
             rs.iter()
-                .any(|r| r.oif == index && r.protocol == protocol && r.link_scope)
+                .any(|r| r.oif == index && r.protocol == protocol && scope_ok(r))
         });
         if right {
             out.in_place += 1;
@@ -108,7 +114,8 @@ mod tests {
             dst,
             oif,
             protocol,
-            link_scope: true,
+            // As the kernel reports them: IPv6 routes carry no link scope.
+            link_scope: dst.is_ipv4(),
         }
     }
 
@@ -131,7 +138,11 @@ mod tests {
 
     #[test]
     fn missing_and_wrong_routes_are_replaced() {
-        let w = wanted(&[("10.0.0.1", "mgya"), ("10.0.0.2", "mgyb"), ("10.0.0.3", "mgyb")]);
+        let w = wanted(&[
+            ("10.0.0.1", "mgya"),
+            ("10.0.0.2", "mgyb"),
+            ("10.0.0.3", "mgyb"),
+        ]);
         let mut not_link = kr("10.0.0.3", 6, P);
         not_link.link_scope = false;
         // 10.0.0.1 missing; 10.0.0.2 via the wrong interface; 10.0.0.3 wrong scope.
@@ -139,7 +150,11 @@ mod tests {
         let p = plan(&w, &k, &links(&[("mgya", 5), ("mgyb", 6)]), P, false);
         assert_eq!(
             p.replace,
-            vec![(ip("10.0.0.1"), 5), (ip("10.0.0.2"), 6), (ip("10.0.0.3"), 6)]
+            vec![
+                (ip("10.0.0.1"), 5),
+                (ip("10.0.0.2"), 6),
+                (ip("10.0.0.3"), 6)
+            ]
         );
         assert!(p.delete.is_empty(), "no sweep before sync: {p:?}");
     }
@@ -150,7 +165,10 @@ mod tests {
         let k = [kr("10.0.0.1", 5, 4)];
         let p = plan(&w, &k, &links(&[("mgya", 5)]), P, true);
         assert_eq!(p.replace, vec![(ip("10.0.0.1"), 5)]);
-        assert!(p.delete.is_empty(), "other protocols are not ours to delete");
+        assert!(
+            p.delete.is_empty(),
+            "other protocols are not ours to delete"
+        );
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub fn is_valid_ifname(ifname: &str) -> bool {
         && ifname.len() <= 15
         && ifname != "."
         && ifname != ".."
-        && !ifname.contains(['/', ':']) 
+        && !ifname.contains(['/', ':'])
         && !ifname.chars().any(char::is_whitespace)
 }
 
@@ -47,12 +47,27 @@ mod tests {
 
     #[test]
     fn families_decide_the_sysctls() {
-        let v4 = for_interface("mgy1", Families { v4: true, v6: false });
-        assert!(v4.iter().any(|s| s.path == "net/ipv4/conf/mgy1/proxy_arp" && s.value == "1"));
-        assert!(v4.iter().any(|s| s.path == "net/ipv4/neigh/mgy1/proxy_delay" && s.value == "0"));
+        let v4 = for_interface(
+            "mgy1",
+            Families {
+                v4: true,
+                v6: false,
+            },
+        );
+        assert!(
+            v4.iter()
+                .any(|s| s.path == "net/ipv4/conf/mgy1/proxy_arp" && s.value == "1")
+        );
+        assert!(
+            v4.iter()
+                .any(|s| s.path == "net/ipv4/neigh/mgy1/proxy_delay" && s.value == "0")
+        );
         assert!(v4.iter().all(|s| !s.path.contains("ipv6")));
         let both = for_interface("mgy1", Families { v4: true, v6: true });
-        assert!(both.iter().any(|s| s.path == "net/ipv6/conf/mgy1/proxy_ndp"));
+        assert!(
+            both.iter()
+                .any(|s| s.path == "net/ipv6/conf/mgy1/proxy_ndp")
+        );
         assert!(for_interface("mgy1", Families::default()).is_empty());
     }
 

@@ -81,8 +81,12 @@ pub struct DataplaneStatus {
 }
 
 enum Request {
-    Apply { full: bool, reply: oneshot::Sender<ApplyReport> },
+    Apply {
+        full: bool,
+        reply: oneshot::Sender<ApplyReport>,
+    },
     EnableSweep(oneshot::Sender<ApplyReport>),
+    Links(oneshot::Sender<Vec<String>>),
 }
 
 /// Handle to the dataplane task.
@@ -95,12 +99,14 @@ pub struct DataplaneHandle {
 impl DataplaneHandle {
     /// Runs a pass (or joins one about to run) and reports its outcome.
     pub async fn apply(&self) -> ApplyReport {
-        self.request(|reply| Request::Apply { full: false, reply }).await
+        self.request(|reply| Request::Apply { full: false, reply })
+            .await
     }
 
     /// A pass that also re-checks every sysctl (what the periodic resync does).
     pub async fn resync(&self) -> ApplyReport {
-        self.request(|reply| Request::Apply { full: true, reply }).await
+        self.request(|reply| Request::Apply { full: true, reply })
+            .await
     }
 
     /// Allows sweeping our unwanted routes from now on, and runs a full pass.
@@ -108,11 +114,23 @@ impl DataplaneHandle {
         self.request(Request::EnableSweep).await
     }
 
+    /// Names of the links in the dataplane's namespace.
+    pub async fn link_names(&self) -> Vec<String> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Request::Links(tx)).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
     pub fn status(&self) -> DataplaneStatus {
         *self.status.borrow()
     }
 
-    async fn request(&self, make: impl FnOnce(oneshot::Sender<ApplyReport>) -> Request) -> ApplyReport {
+    async fn request(
+        &self,
+        make: impl FnOnce(oneshot::Sender<ApplyReport>) -> Request,
+    ) -> ApplyReport {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(make(tx)).is_err() {
             return stopped();
@@ -190,6 +208,14 @@ impl Dataplane {
             tokio::select! {
                 req = rx.recv() => {
                     let Some(req) = req else { return };
+                    if let Request::Links(reply) = req {
+                        let names = match self.netlink.links().await {
+                            Ok(links) => links.into_iter().map(|l| l.name).collect(),
+                            Err(_) => Vec::new(),
+                        };
+                        let _ = reply.send(names);
+                        continue;
+                    }
                     self.take(req, &mut replies, &mut full);
                     // Coalesce everything already queued into this one pass.
                     while let Ok(req) = rx.try_recv() {
@@ -224,7 +250,12 @@ impl Dataplane {
         }
     }
 
-    fn take(&mut self, req: Request, replies: &mut Vec<oneshot::Sender<ApplyReport>>, full: &mut bool) {
+    fn take(
+        &mut self,
+        req: Request,
+        replies: &mut Vec<oneshot::Sender<ApplyReport>>,
+        full: &mut bool,
+    ) {
         match req {
             Request::Apply { full: f, reply } => {
                 *full |= f;
@@ -234,6 +265,11 @@ impl Dataplane {
                 self.sweep = true;
                 *full = true;
                 replies.push(reply);
+            }
+            // Answered where it is received; one queued behind others gets
+            // the dataplane's view after this pass.
+            Request::Links(reply) => {
+                let _ = reply.send(Vec::new());
             }
         }
     }
@@ -260,11 +296,7 @@ impl Dataplane {
     }
 
     async fn reconcile(&mut self, full: bool) -> Result<ApplyReport, NetlinkError> {
-        let table = self
-            .endpoints
-            .lock()
-            .map(|t| t.clone())
-            .unwrap_or_default();
+        let table = self.endpoints.lock().map(|t| t.clone()).unwrap_or_default();
         let wanted = table.wanted_routes();
         let links = self.netlink.links().await?;
         let kernel = self.netlink.main_routes().await?;
@@ -272,7 +304,11 @@ impl Dataplane {
             links.iter().map(|l| (l.name.clone(), l.index)).collect();
         let plan = routes::plan(&wanted, &kernel, &by_name, ROUTE_PROTOCOL, self.sweep);
         let mut report = ApplyReport {
-            missing_interfaces: plan.missing_interface.iter().map(|(_, i)| i.clone()).collect(),
+            missing_interfaces: plan
+                .missing_interface
+                .iter()
+                .map(|(_, i)| i.clone())
+                .collect(),
             ..ApplyReport::default()
         };
         for (ip, index) in &plan.replace {
@@ -280,7 +316,11 @@ impl Dataplane {
                 self.metrics.route_table_repairs.inc();
                 tracing::info!(%ip, ifindex = index, "repairing a missing or altered route");
             }
-            match self.netlink.replace_host_route(*ip, *index, ROUTE_PROTOCOL).await {
+            match self
+                .netlink
+                .replace_host_route(*ip, *index, ROUTE_PROTOCOL)
+                .await
+            {
                 Ok(()) => {
                     self.metrics
                         .route_table_changes
@@ -314,8 +354,12 @@ impl Dataplane {
             .filter(|(ip, _)| !report.failed_routes.contains_key(ip))
             .filter_map(|(ip, ifname)| by_name.get(ifname).map(|i| (*ip, *i)))
             .collect();
-        self.metrics.route_table_routes.set(self.programmed.len() as i64);
-        self.metrics.active_local_endpoints.set(table.ready_count() as i64);
+        self.metrics
+            .route_table_routes
+            .set(self.programmed.len() as i64);
+        self.metrics
+            .active_local_endpoints
+            .set(table.ready_count() as i64);
 
         let interfaces = table.ready_interfaces();
         for (ifname, families) in &interfaces {
@@ -337,12 +381,15 @@ impl Dataplane {
                 }
                 Err(e) => {
                     tracing::warn!(interface = %ifname, error = %e, "could not set sysctls");
-                    report.failed_interfaces.insert(ifname.clone(), e.to_string());
+                    report
+                        .failed_interfaces
+                        .insert(ifname.clone(), e.to_string());
                 }
             }
         }
-        self.configured
-            .retain(|name, index| interfaces.contains_key(name) && by_name.get(name) == Some(index));
+        self.configured.retain(|name, index| {
+            interfaces.contains_key(name) && by_name.get(name) == Some(index)
+        });
 
         let oifs = self.netlink.default_route_oifs().await?;
         let mtu = mtu::pod_mtu(self.config.mtu, &links, &oifs);
