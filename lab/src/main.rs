@@ -144,7 +144,12 @@ enum PodCommand {
         output: Output,
     },
     /// CNI CHECK through the pod's network configuration.
-    Check { pod: String },
+    Check {
+        pod: String,
+        /// Only the plugins of this type (e.g. margay).
+        #[arg(long)]
+        plugin: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -371,9 +376,9 @@ fn pod_command(rt: &PodRuntime, cmd: PodCommand) -> anyhow::Result<()> {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&pods)?),
             }
         }
-        PodCommand::Check { pod } => {
+        PodCommand::Check { pod, plugin } => {
             let (ns, name) = spec::parse_pod_ref(&pod)?;
-            rt.check_pod(&ns, &name)?;
+            rt.check_pod(&ns, &name, plugin.as_deref())?;
             println!("pod {pod}: CNI CHECK passed");
         }
     }

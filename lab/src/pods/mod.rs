@@ -209,9 +209,7 @@ impl PodRuntime {
             .build()
             .map_err(|e| PodError::Api(format!("tokio runtime: {e}")))?;
         let client = rt.block_on(crate::nodes::client(&kubeconfig))?;
-        let plugin = binaries::require("margay-cni")?;
-        let mut cni_path = vec![plugin.parent().map(Path::to_path_buf).unwrap_or_default()];
-        cni_path.push(PathBuf::from(REFERENCE_PLUGIN_DIR));
+        let cni_path = vec![install_plugin(&dir)?, PathBuf::from(REFERENCE_PLUGIN_DIR)];
         Ok(PodRuntime {
             lab: lab.clone(),
             dir,
@@ -225,7 +223,7 @@ impl PodRuntime {
         &self.lab
     }
 
-    /// `CNI_PATH`: the directory holding `margay-cni`, then the reference plugins.
+    /// `CNI_PATH`: `STATE/cni-bin` (holding `margay`), then the reference plugins.
     pub fn cni_path(&self) -> &[PathBuf] {
         &self.cni_path
     }
@@ -556,12 +554,31 @@ impl PodRuntime {
         std::fs::remove_file(&path).map_err(|e| PodError::io(&path, e))
     }
 
-    /// Runs CNI CHECK through the pod's network configuration.
-    pub fn check_pod(&self, namespace: &str, name: &str) -> Result<(), PodError> {
+    /// Runs CNI CHECK through the pod's network configuration (every plugin,
+    /// or only those of type `only`). The reference plugins 1.1.1 have CHECK
+    /// bugs of their own (see docs/lab.md), hence `only`.
+    pub fn check_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        only: Option<&str>,
+    ) -> Result<(), PodError> {
         let record = self.pod(namespace, name)?;
         let exec = self.cni_exec(&record.node)?;
+        let mut list = record.conflist.clone();
+        if let Some(t) = only {
+            list.plugins
+                .retain(|p| p.get("type").and_then(Value::as_str) == Some(t));
+            if list.plugins.is_empty() {
+                return Err(SpecError(format!(
+                    "the network configuration of pod {} has no plugin of type {t:?}",
+                    record.key()
+                ))
+                .into());
+            }
+        }
         exec.check(
-            &record.conflist,
+            &list,
             &record.attachment(),
             &record.capability_args,
             &record.result,
@@ -684,6 +701,26 @@ pub fn matrix_of(pods: &[PodRecord], opts: &MatrixOptions) -> Matrix {
         pods: pods.iter().map(PodRecord::key).collect(),
         results: probe::run_jobs(&jobs, opts.timeout, opts.max_parallel),
     }
+}
+
+/// Runtimes exec the plugin named by `type`; Margay's is `margay`, the binary
+/// `margay-cni`. As an installer does on a real node (`/opt/cni/bin/margay`),
+/// the lab links it into `STATE/cni-bin/`, the first directory of its
+/// `CNI_PATH`; returns that directory.
+pub fn install_plugin(dir: &StateDir) -> Result<PathBuf, PodError> {
+    let plugin = binaries::require("margay-cni")?;
+    let bin = dir.path().join("cni-bin");
+    std::fs::create_dir_all(&bin).map_err(|e| PodError::io(&bin, e))?;
+    let link = bin.join("margay");
+    if std::fs::read_link(&link).ok().as_deref() != Some(plugin.as_path()) {
+        // Through a temporary name and a rename, so concurrent runtimes never
+        // see the link missing.
+        let tmp = bin.join(format!(".margay.{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&plugin, &tmp).map_err(|e| PodError::io(&tmp, e))?;
+        std::fs::rename(&tmp, &link).map_err(|e| PodError::io(&link, e))?;
+    }
+    Ok(bin)
 }
 
 /// The pod records in a lab's state directory.
