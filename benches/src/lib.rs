@@ -8,6 +8,7 @@
 
 pub mod apiserver;
 pub mod baseline;
+pub mod cni;
 pub mod figure;
 pub mod ipam;
 pub mod iperf;
@@ -41,5 +42,6 @@ pub fn registry() -> Vec<Benchmark> {
         baseline::benchmark(),
         apiserver::benchmark(),
         ipam::benchmark(),
+        cni::benchmark(),
     ]
 }

@@ -341,19 +341,11 @@ impl PodRuntime {
             return Err(PodError::Exists(key));
         }
         std::fs::create_dir_all(self.pods_dir()).map_err(|e| PodError::io(&self.pods_dir(), e))?;
-        self.ensure_namespace(&spec.namespace)?;
 
         // The Pod object first: the API server refuses a second pod of the
         // same name, which makes it the lock against two concurrent creates.
+        let uid = self.create_pod_object(spec)?;
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &spec.namespace);
-        let obj: Pod = serde_json::from_value(objects::pod_object(spec))
-            .map_err(|e| PodError::Api(format!("pod {key}: {e}")))?;
-        let created = match self.rt.block_on(pods.create(&PostParams::default(), &obj)) {
-            Ok(p) => p,
-            Err(kube::Error::Api(s)) if s.code == 409 => return Err(PodError::Exists(key)),
-            Err(e) => return Err(PodError::Api(format!("creating pod {key}: {e}"))),
-        };
-        let uid = created.metadata.uid.unwrap_or_default();
 
         let netns = self.pod_netns_name(&spec.namespace, &spec.name);
         let container_id = random_container_id();
@@ -427,6 +419,23 @@ impl PodRuntime {
             return Err(e);
         }
         Ok(record)
+    }
+
+    /// Creates only the Pod object (scheduled to its node, not running);
+    /// returns its uid. `create_pod` starts with this; benchmarks and tests
+    /// that drive CNI themselves use it alone.
+    pub fn create_pod_object(&self, spec: &PodSpec) -> Result<String, PodError> {
+        spec.validate()?;
+        let key = format!("{}/{}", spec.namespace, spec.name);
+        self.ensure_namespace(&spec.namespace)?;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &spec.namespace);
+        let obj: Pod = serde_json::from_value(objects::pod_object(spec))
+            .map_err(|e| PodError::Api(format!("pod {key}: {e}")))?;
+        match self.rt.block_on(pods.create(&PostParams::default(), &obj)) {
+            Ok(p) => Ok(p.metadata.uid.unwrap_or_default()),
+            Err(kube::Error::Api(s)) if s.code == 409 => Err(PodError::Exists(key)),
+            Err(e) => Err(PodError::Api(format!("creating pod {key}: {e}"))),
+        }
     }
 
     fn save(&self, record: &PodRecord) -> Result<(), PodError> {
