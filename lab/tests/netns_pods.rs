@@ -410,3 +410,70 @@ fn killing_and_restarting_the_agent_leaves_pods_working() {
     rt.delete_pod("x", "c").unwrap();
     assert_eq!(allocated_addresses(&lab), Vec::<String>::new());
 }
+
+#[test]
+fn dual_stack_pods_and_address_annotations() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = lab(dir.path(), 1);
+    let pool = dir.path().join("v6pool.yaml");
+    std::fs::write(
+        &pool,
+        "apiVersion: margay.dev/v1\nkind: IPPool\nmetadata:\n  name: v6\nspec:\n  cidr: fd00:244::/64\n",
+    )
+    .unwrap();
+    kubectl(&lab, &["apply", "-f", pool.to_str().unwrap()]);
+    let rt = PodRuntime::new(&lab).unwrap();
+    let a = rt.create_pod(&serving("x", "a", "node1")).unwrap();
+    let b = rt.create_pod(&serving("x", "b", "node1")).unwrap();
+    for p in [&a, &b] {
+        assert!(p.ip(false).is_some() && p.ip(true).is_some(), "{:?}", p.ips);
+    }
+    let wide = kubectl(
+        &lab,
+        &[
+            "get",
+            "pod",
+            "-n",
+            "x",
+            "a",
+            "-o",
+            "jsonpath={.status.podIPs[*].ip}",
+        ],
+    );
+    assert_eq!(
+        wide.split_whitespace().collect::<Vec<_>>(),
+        [a.ips[0].to_string(), a.ips[1].to_string()]
+    );
+    let m = rt
+        .matrix(&MatrixOptions {
+            ports: vec![80],
+            protocols: vec![Protocol::Tcp],
+            ipv6: true,
+            ..MatrixOptions::default()
+        })
+        .unwrap();
+    assert_eq!(m.results.len(), 4);
+    assert!(m.results.iter().all(|r| r.connected), "{:#?}", m.results);
+
+    // An address asked for by annotation is the one the pod gets.
+    let c = rt
+        .create_pod(
+            &serving("x", "c", "node1").annotation("margay.dev/ipAddrs", "[\"10.244.77.7\"]"),
+        )
+        .unwrap();
+    assert_eq!(c.ips, ["10.244.77.7".parse::<IpAddr>().unwrap()]);
+    assert!(
+        rt.probe(
+            ("x", "a"),
+            ("x", "c"),
+            80,
+            Protocol::Tcp,
+            Duration::from_secs(2)
+        )
+        .unwrap()
+    );
+    for p in ["a", "b", "c"] {
+        rt.delete_pod("x", p).unwrap();
+    }
+    assert_eq!(allocated_addresses(&lab), Vec::<String>::new());
+}
