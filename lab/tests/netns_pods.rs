@@ -477,3 +477,59 @@ fn dual_stack_pods_and_address_annotations() {
     }
     assert_eq!(allocated_addresses(&lab), Vec::<String>::new());
 }
+
+#[test]
+fn gc_releases_attachments_the_runtime_no_longer_knows() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = lab(dir.path(), 1);
+    let rt = PodRuntime::new(&lab).unwrap();
+    let kept = rt.create_pod(&serving("x", "kept", "node1")).unwrap();
+    // An attachment the runtime lost track of: ADD run by hand, no record.
+    let uid = rt
+        .create_pod_object(&PodSpec::new("x", "lost", "node1"))
+        .unwrap();
+    let lost_ns = format!("{}pod-lost", netns_prefix(&lab.plan().id));
+    Netns::create(&lost_ns).unwrap();
+    let att = margay_lab::pods::cni::AttachmentParams {
+        container_id: "lost0".into(),
+        netns_path: format!("/run/netns/{lost_ns}"),
+        ifname: "eth0".into(),
+        args: margay_lab::pods::cni::k8s_cni_args("x", "lost", &uid, "lost0"),
+    };
+    let list = rt.node_conflist("node1", Duration::ZERO).unwrap();
+    rt.cni_exec("node1")
+        .unwrap()
+        .add(&list, &att, &serde_json::Map::new())
+        .unwrap();
+    let node_ns = lab.netns("node1").unwrap();
+    assert_eq!(allocated_addresses(&lab).len(), 2);
+    assert_eq!(mgy_links(&node_ns).len(), 2);
+
+    // The agent's list is 1.0.0, where GC does not exist (a no-op, as in
+    // libcni); margay's GC through a 1.1.0 list.
+    rt.gc_node("node1", None).unwrap();
+    assert_eq!(allocated_addresses(&lab).len(), 2);
+    let mut v11 = list.clone();
+    v11.cni_version = "1.1.0".into();
+    v11.plugins.truncate(1);
+    rt.gc_node("node1", Some(&v11)).unwrap();
+    let left = allocated_addresses(&lab);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        left[0].ends_with(&format!("\"{}/eth0\"", kept.container_id)),
+        "{left:?}"
+    );
+    let kept_if = kept.result["interfaces"][0]["name"].as_str().unwrap();
+    assert_eq!(mgy_links(&node_ns), [kept_if]);
+    // The pod that stayed still works.
+    assert!(
+        rt.probe(
+            ("x", "kept"),
+            ("x", "kept"),
+            80,
+            Protocol::Tcp,
+            Duration::from_secs(2)
+        )
+        .unwrap()
+    );
+}

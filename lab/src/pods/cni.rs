@@ -424,9 +424,12 @@ impl CniExec {
         Ok(())
     }
 
-    /// STATUS of every plugin that knows it (1.1.0 lists only; the reference
-    /// plugins 1.1.1 do not).
+    /// STATUS of every plugin. Like libcni, a no-op for lists older than
+    /// 1.1.0, the version that introduced it.
     pub fn status(&self, list: &ConfList) -> Result<(), CniError> {
+        if !at_least_1_1(&list.cni_version) {
+            return Ok(());
+        }
         for i in 0..list.plugins.len() {
             let req = plugin_request(list, i, None, &Map::new());
             self.exec("STATUS", &Self::plugin_type(list, i), None, &req)?;
@@ -435,8 +438,12 @@ impl CniExec {
     }
 
     /// GC with the attachments still valid; every plugin runs, errors are
-    /// collected.
+    /// collected. Like libcni, a no-op for lists older than 1.1.0 (the
+    /// reference plugins 1.1.1 answer GC with "missing containerID").
     pub fn gc(&self, list: &ConfList, valid: &[(String, String)]) -> Result<(), Vec<CniError>> {
+        if !at_least_1_1(&list.cni_version) {
+            return Ok(());
+        }
         let attachments: Vec<Value> = valid
             .iter()
             .map(|(c, i)| json!({"containerID": c, "ifname": i}))
@@ -457,10 +464,23 @@ impl CniExec {
     }
 }
 
+/// Whether a spec version is 1.1.0 or later.
+pub fn at_least_1_1(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (1, 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::pods::spec::{PortSpec, Protocol};
+
+    #[test]
+    fn version_gate_for_gc_and_status() {
+        assert!(at_least_1_1("1.1.0") && at_least_1_1("1.2.0") && at_least_1_1("2.0.0"));
+        assert!(!at_least_1_1("1.0.0") && !at_least_1_1("0.4.0") && !at_least_1_1(""));
+    }
 
     fn list() -> ConfList {
         parse_conflist(

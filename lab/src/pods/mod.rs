@@ -598,10 +598,14 @@ impl PodRuntime {
         })
     }
 
-    /// Runs CNI GC for a node: every attachment of the lab's pods on it is
-    /// still valid.
-    pub fn gc_node(&self, node: &str) -> Result<(), PodError> {
-        let list = self.node_conflist(node, Duration::ZERO)?;
+    /// Runs CNI GC for a node with `list` (the node's own configuration when
+    /// `None`): every attachment of the lab's pods on it is still valid. A
+    /// list older than 1.1.0 makes it a no-op, as in libcni.
+    pub fn gc_node(&self, node: &str, list: Option<&ConfList>) -> Result<(), PodError> {
+        let list = match list {
+            Some(l) => l.clone(),
+            None => self.node_conflist(node, Duration::ZERO)?,
+        };
         let valid: Vec<(String, String)> = self
             .pods()?
             .into_iter()
