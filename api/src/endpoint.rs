@@ -40,6 +40,11 @@ pub fn host_interface_name(namespace: &str, pod: &str) -> String {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
+    // FNV alone mixes the last bytes poorly into the high bits (pods `a`/`b`
+    // would differ in one digit); a final avalanche spreads every input bit.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
     format!("{HOST_INTERFACE_PREFIX}{:011x}", h >> 20)
 }
 
@@ -189,6 +194,10 @@ mod tests {
             host_interface_name("x-a", "b")
         );
         assert_eq!(a.len(), 14);
+        // Names of neighbouring pods differ in most digits, not one.
+        let (x, y) = (host_interface_name("demo", "a"), host_interface_name("demo", "b"));
+        let differing = x.chars().zip(y.chars()).filter(|(p, q)| p != q).count();
+        assert!(differing >= 6, "{x} vs {y}");
         assert!(a.starts_with("mgy") && a[3..].chars().all(|c| c.is_ascii_hexdigit()));
     }
 
