@@ -23,8 +23,8 @@ use margay_api::net::{Cidr, IpFamily, ip_to_u128, u128_to_ip};
 use margay_api::resources::policy::{GlobalNetworkPolicy, KUBERNETES_POLICY_ORDER};
 
 use crate::ir::{
-    Delta, Direction, ElementChange, Endpoint, EndpointProgram, IpSet, Ir, PolicyRef,
-    SetElem, SetId,
+    Delta, Direction, ElementChange, Endpoint, EndpointProgram, IpSet, Ir, PolicyRef, SetElem,
+    SetId,
 };
 use crate::model::{LocalEndpoint, Namespace, Pod, PodKey};
 use crate::translate::{
@@ -255,7 +255,10 @@ impl Compiler {
     fn refresh_pod_in_sets(&mut self, key: &PodKey, old: Option<&Pod>, d: &mut Delta) {
         let new = self.pods.get(key).cloned();
         let new = new.as_ref();
-        let ns_labels = self.namespaces.get(&key.namespace).map(|n| n.labels.clone());
+        let ns_labels = self
+            .namespaces
+            .get(&key.namespace)
+            .map(|n| n.labels.clone());
         let ns_labels = ns_labels.as_ref();
         let keys: Vec<(SetId, SetKey)> = self
             .keys
@@ -311,8 +314,12 @@ impl Compiler {
         self.pods.values().any(|p| {
             &p.key != except
                 && p.ips.contains(&ip)
-                && pod_elements(k, p, self.namespaces.get(&p.key.namespace).map(|n| &n.labels))
-                    .contains(e)
+                && pod_elements(
+                    k,
+                    p,
+                    self.namespaces.get(&p.key.namespace).map(|n| &n.labels),
+                )
+                .contains(e)
         })
     }
 
@@ -370,7 +377,10 @@ impl Compiler {
             }
         }
         // Order, then name (ADR 0003). PolicyRef orders by name already.
-        globals.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.policy.cmp(&b.0.policy)));
+        globals.sort_by(|a, b| {
+            a.1.total_cmp(&b.1)
+                .then_with(|| a.0.policy.cmp(&b.0.policy))
+        });
         for (t, order) in globals {
             for (dir, c) in &t.chains {
                 let prog = program_mut(&mut ingress, &mut egress, *dir);

@@ -269,13 +269,17 @@ pub fn rule_matches(ir: &Ir, r: &Rule, p: &Packet) -> bool {
     if !r.src_ports.is_empty() && !in_ranges(p.src_port, &r.src_ports) {
         return false;
     }
-    if !r.not_src_ports.is_empty() && (p.src_port.is_none() || in_ranges(p.src_port, &r.not_src_ports)) {
+    if !r.not_src_ports.is_empty()
+        && (p.src_port.is_none() || in_ranges(p.src_port, &r.not_src_ports))
+    {
         return false;
     }
     if !r.dst_ports.is_empty() && !in_ranges(p.dst_port, &r.dst_ports) {
         return false;
     }
-    if !r.not_dst_ports.is_empty() && (p.dst_port.is_none() || in_ranges(p.dst_port, &r.not_dst_ports)) {
+    if !r.not_dst_ports.is_empty()
+        && (p.dst_port.is_none() || in_ranges(p.dst_port, &r.not_dst_ports))
+    {
         return false;
     }
     if let Some(id) = &r.named_dst_port

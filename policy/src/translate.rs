@@ -17,8 +17,7 @@ use margay_api::validate::Problems;
 use margay_api::{Selector, ValidationError};
 
 use crate::ir::{
-    Action, AddrMatch, ChainId, Direction, PolicyChain, PolicyRef, Rule, RuleOrigin, SetId,
-    SetKind,
+    Action, AddrMatch, ChainId, Direction, PolicyChain, PolicyRef, Rule, RuleOrigin, SetId, SetKind,
 };
 
 /// Which namespaces a pod selection looks in.
@@ -73,10 +72,7 @@ impl PodSelection {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum SetKey {
     /// Addresses of the selected pods.
-    Pods {
-        sel: PodSelection,
-        family: IpFamily,
-    },
+    Pods { sel: PodSelection, family: IpFamily },
     /// Addresses in any of `include` and in none of `except`.
     Nets {
         family: IpFamily,
@@ -222,7 +218,10 @@ pub fn translate_network_policy(np: &NetworkPolicy) -> Result<TranslatedPolicy, 
     let name = np.metadata.name.clone().unwrap_or_default();
     let mut p = Problems::new("NetworkPolicy", format!("{namespace}/{name}"));
     if namespace.is_empty() {
-        p.add("metadata.namespace", "required: NetworkPolicy is namespaced");
+        p.add(
+            "metadata.namespace",
+            "required: NetworkPolicy is namespaced",
+        );
     }
     let policy = PolicyRef::Kubernetes {
         namespace: namespace.clone(),
@@ -278,7 +277,10 @@ pub fn translate_network_policy(np: &NetworkPolicy) -> Result<TranslatedPolicy, 
         }
         let mut rules = Vec::new();
         // (peers, ports) of each rule.
-        let raw: Vec<(Option<Vec<NetworkPolicyPeer>>, Option<Vec<NetworkPolicyPort>>)> = match d {
+        let raw: Vec<(
+            Option<Vec<NetworkPolicyPeer>>,
+            Option<Vec<NetworkPolicyPort>>,
+        )> = match d {
             Direction::Ingress => spec
                 .ingress
                 .iter()
@@ -297,7 +299,14 @@ pub fn translate_network_policy(np: &NetworkPolicy) -> Result<TranslatedPolicy, 
             Direction::Egress => "to",
         };
         for (i, (peers, ports)) in raw.iter().enumerate() {
-            let at = format!("spec.{}[{i}]", if d == Direction::Ingress { "ingress" } else { "egress" });
+            let at = format!(
+                "spec.{}[{i}]",
+                if d == Direction::Ingress {
+                    "ingress"
+                } else {
+                    "egress"
+                }
+            );
             let peers: Vec<Peer> = match peers {
                 None => vec![Peer::Any],
                 Some(v) if v.is_empty() => vec![Peer::Any],
@@ -383,7 +392,9 @@ fn np_peer(p: &mut Problems, at: &str, peer: &NetworkPolicyPeer, own_ns: &str) -
         let mut except = Vec::new();
         for (k, x) in block.except.iter().flatten().enumerate() {
             match Cidr::parse_loose(x) {
-                Ok((_, c)) if cidr.contains_cidr(&c) && c.prefix() > cidr.prefix() => except.push(c),
+                Ok((_, c)) if cidr.contains_cidr(&c) && c.prefix() > cidr.prefix() => {
+                    except.push(c)
+                }
                 Ok((_, c)) => p.add(
                     format!("{at}.ipBlock.except[{k}]"),
                     format!("{c} must be a strict subset of cidr {cidr}"),
@@ -425,7 +436,10 @@ fn np_port(p: &mut Problems, at: &str, port: &NetworkPolicyPort) -> Option<PortE
         "UDP" => Protocol::UDP,
         "SCTP" => Protocol::SCTP,
         other => {
-            p.add(format!("{at}.protocol"), format!("{other:?}: allowed TCP, UDP, SCTP"));
+            p.add(
+                format!("{at}.protocol"),
+                format!("{other:?}: allowed TCP, UDP, SCTP"),
+            );
             return None;
         }
     };
@@ -436,7 +450,10 @@ fn np_port(p: &mut Problems, at: &str, port: &NetworkPolicyPort) -> Option<PortE
             None
         }
         (Some(IntOrString::Int(n)), end) => {
-            let Ok(first) = u16::try_from(*n).map_err(|_| ()).and_then(|v| if v == 0 { Err(()) } else { Ok(v) }) else {
+            let Ok(first) = u16::try_from(*n)
+                .map_err(|_| ())
+                .and_then(|v| if v == 0 { Err(()) } else { Ok(v) })
+            else {
                 p.add(format!("{at}.port"), format!("{n}: allowed 1..=65535"));
                 return None;
             };
@@ -583,7 +600,11 @@ pub fn translate_global_policy(
         }
     };
     let subject = PodSelection {
-        scope: NsScope::Matching(sel(&mut p, "spec.namespaceSelector", spec.namespace_selector.as_deref())),
+        scope: NsScope::Matching(sel(
+            &mut p,
+            "spec.namespaceSelector",
+            spec.namespace_selector.as_deref(),
+        )),
         pods: sel(&mut p, "spec.selector", spec.selector.as_deref()),
     };
     let mut b = Builder {
@@ -603,7 +624,21 @@ pub fn translate_global_policy(
                 direction: d,
                 index: i,
             };
-            gnp_rules(&mut b, &mut p, &mut rules, origin, r, &format!("spec.{}[{i}]", if d == Direction::Ingress { "ingress" } else { "egress" }));
+            gnp_rules(
+                &mut b,
+                &mut p,
+                &mut rules,
+                origin,
+                r,
+                &format!(
+                    "spec.{}[{i}]",
+                    if d == Direction::Ingress {
+                        "ingress"
+                    } else {
+                        "egress"
+                    }
+                ),
+            );
         }
         chains.insert(
             d,
@@ -651,15 +686,21 @@ fn gnp_end(
     };
     let Some(e) = e else { return Some(end) };
     if e.selector.is_some() || e.namespace_selector.is_some() {
-        let parse = |p: &mut Problems, field: &str, s: Option<&str>| match Selector::parse(s.unwrap_or("")) {
-            Ok(s) => s.expr().clone(),
-            Err(err) => {
-                p.add(format!("{at}.{field}"), err.to_string());
-                Expr::or(vec![])
-            }
-        };
+        let parse =
+            |p: &mut Problems, field: &str, s: Option<&str>| match Selector::parse(s.unwrap_or(""))
+            {
+                Ok(s) => s.expr().clone(),
+                Err(err) => {
+                    p.add(format!("{at}.{field}"), err.to_string());
+                    Expr::or(vec![])
+                }
+            };
         let sel = PodSelection {
-            scope: NsScope::Matching(parse(p, "namespaceSelector", e.namespace_selector.as_deref())),
+            scope: NsScope::Matching(parse(
+                p,
+                "namespaceSelector",
+                e.namespace_selector.as_deref(),
+            )),
             pods: parse(p, "selector", e.selector.as_deref()),
         };
         end.addr.push(AddrMatch {
@@ -748,7 +789,9 @@ fn gnp_rules(
                 || e.namespace_selector.is_some()
                 || !e.nets.is_empty()
                 || !e.not_nets.is_empty()
-                || e.ports.iter().any(|v| matches!(PortSpec::parse(v), Ok(PortSpec::Named(_))))
+                || e.ports
+                    .iter()
+                    .any(|v| matches!(PortSpec::parse(v), Ok(PortSpec::Named(_))))
         })
     });
     let families: Vec<Option<IpFamily>> = match (pinned, ends_need_family) {
@@ -761,7 +804,13 @@ fn gnp_rules(
         let Some(src) = gnp_end(b, p, &format!("{at}.source"), r.source.as_ref(), f) else {
             continue;
         };
-        let Some(dst) = gnp_end(b, p, &format!("{at}.destination"), r.destination.as_ref(), f) else {
+        let Some(dst) = gnp_end(
+            b,
+            p,
+            &format!("{at}.destination"),
+            r.destination.as_ref(),
+            f,
+        ) else {
             continue;
         };
         let mut base = Rule::new(origin.clone(), action);

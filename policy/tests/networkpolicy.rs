@@ -19,7 +19,10 @@ fn no_policy_allows_everything() {
 #[test]
 fn default_deny_ingress_isolates_only_its_namespace_and_direction() {
     let mut c = cluster();
-    apply(&mut c, "metadata: {name: deny, namespace: x}\nspec: {podSelector: {}}");
+    apply(
+        &mut c,
+        "metadata: {name: deny, namespace: x}\nspec: {podSelector: {}}",
+    );
     check_matrix(&c, "tcp", 80, |_, to| ns_of(to) != "x");
     // Egress from x is untouched (§1: directions independent).
     let e = explain_pair(&c, "tcp", "x/a", "y/a", 80);
@@ -27,7 +30,10 @@ fn default_deny_ingress_isolates_only_its_namespace_and_direction() {
     let v = &e.ingress.as_ref().expect("x/a is local").1;
     assert_eq!(v.decided_by, DecidedBy::NoPolicy);
     let d = explain_pair(&c, "tcp", "y/a", "x/b", 80);
-    assert_eq!(d.ingress.expect("local").1.decided_by, DecidedBy::EndOfPolicies);
+    assert_eq!(
+        d.ingress.expect("local").1.decided_by,
+        DecidedBy::EndOfPolicies
+    );
 }
 
 // §2: policyTypes [Egress] with no egress rules = deny all egress only.
@@ -80,7 +86,10 @@ fn empty_egress_without_policy_types_is_ingress_only() {
 #[test]
 fn allow_all_is_additive_over_deny_all() {
     let mut c = cluster();
-    apply(&mut c, "metadata: {name: deny, namespace: x}\nspec: {podSelector: {}}");
+    apply(
+        &mut c,
+        "metadata: {name: deny, namespace: x}\nspec: {podSelector: {}}",
+    );
     apply(
         &mut c,
         "metadata: {name: allow, namespace: x}\nspec: {podSelector: {}, ingress: [{}]}",
@@ -142,7 +151,9 @@ spec:
   ingress: [{from: [{podSelector: {}}]}]
 "#,
     );
-    check_matrix(&c, "tcp", 80, |from, to| ns_of(to) != "x" || ns_of(from) == "x");
+    check_matrix(&c, "tcp", 80, |from, to| {
+        ns_of(to) != "x" || ns_of(from) == "x"
+    });
 }
 
 // §4: both in one peer = AND; in two peers = OR.
@@ -421,8 +432,14 @@ spec:
     let d = c.upsert_pod(xa);
     assert!(d.elements_only() || !d.endpoints_upserted.is_empty());
     check_matrix(&c, "tcp", 80, |_, to| to != "x/a");
-    let d = c.upsert_namespace(Namespace::new("z", labels(&[("ns", "z"), ("team", "blue")])));
-    assert!(d.elements_only(), "a namespace label change only changes set elements: {d:?}");
+    let d = c.upsert_namespace(Namespace::new(
+        "z",
+        labels(&[("ns", "z"), ("team", "blue")]),
+    ));
+    assert!(
+        d.elements_only(),
+        "a namespace label change only changes set elements: {d:?}"
+    );
     assert!(!d.elements.is_empty());
     check_matrix(&c, "tcp", 80, |from, to| to != "x/a" || ns_of(from) == "z");
     // Update replaces: the old rule stops allowing.
@@ -454,13 +471,34 @@ spec:
 fn invalid_policies_are_refused_with_the_field() {
     let mut c = cluster();
     for (yaml, field) in [
-        ("metadata: {name: p, namespace: x}\nspec: {podSelector: {}, ingress: [{from: [{}]}]}", "spec.ingress[0].from[0]"),
-        ("metadata: {name: p, namespace: x}\nspec: {podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8}, podSelector: {}}]}]}", "spec.ingress[0].from[0]"),
-        ("metadata: {name: p, namespace: x}\nspec: {podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8, except: [11.0.0.0/8]}}]}]}", "spec.ingress[0].from[0].ipBlock.except[0]"),
-        ("metadata: {name: p, namespace: x}\nspec: {podSelector: {}, egress: [{ports: [{port: 90, endPort: 80}]}]}", "spec.egress[0].ports[0].endPort"),
-        ("metadata: {name: p, namespace: x}\nspec: {podSelector: {}, egress: [{ports: [{port: web, endPort: 80}]}]}", "spec.egress[0].ports[0].endPort"),
-        ("metadata: {name: p, namespace: x}\nspec: {podSelector: {}, egress: [{ports: [{protocol: ICMP}]}]}", "spec.egress[0].ports[0].protocol"),
-        ("metadata: {name: p, namespace: x}\nspec: {podSelector: {matchExpressions: [{key: a, operator: In}]}}", "spec.podSelector.matchExpressions[0].values"),
+        (
+            "metadata: {name: p, namespace: x}\nspec: {podSelector: {}, ingress: [{from: [{}]}]}",
+            "spec.ingress[0].from[0]",
+        ),
+        (
+            "metadata: {name: p, namespace: x}\nspec: {podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8}, podSelector: {}}]}]}",
+            "spec.ingress[0].from[0]",
+        ),
+        (
+            "metadata: {name: p, namespace: x}\nspec: {podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8, except: [11.0.0.0/8]}}]}]}",
+            "spec.ingress[0].from[0].ipBlock.except[0]",
+        ),
+        (
+            "metadata: {name: p, namespace: x}\nspec: {podSelector: {}, egress: [{ports: [{port: 90, endPort: 80}]}]}",
+            "spec.egress[0].ports[0].endPort",
+        ),
+        (
+            "metadata: {name: p, namespace: x}\nspec: {podSelector: {}, egress: [{ports: [{port: web, endPort: 80}]}]}",
+            "spec.egress[0].ports[0].endPort",
+        ),
+        (
+            "metadata: {name: p, namespace: x}\nspec: {podSelector: {}, egress: [{ports: [{protocol: ICMP}]}]}",
+            "spec.egress[0].ports[0].protocol",
+        ),
+        (
+            "metadata: {name: p, namespace: x}\nspec: {podSelector: {matchExpressions: [{key: a, operator: In}]}}",
+            "spec.podSelector.matchExpressions[0].values",
+        ),
     ] {
         let before = c.ir().clone();
         let err = c.upsert_network_policy(&np(yaml)).expect_err(yaml);

@@ -118,14 +118,13 @@ pub fn explain_pair(c: &Compiler, proto: &str, from: &str, to: &str, port: u16) 
 
 /// Compare the whole 9×9 matrix (diagonal excluded, as upstream) with
 /// `expected(from, to)`; panics listing every wrong pair.
-pub fn check_matrix(
-    c: &Compiler,
-    proto: &str,
-    port: u16,
-    expected: impl Fn(&str, &str) -> bool,
-) {
+pub fn check_matrix(c: &Compiler, proto: &str, port: u16, expected: impl Fn(&str, &str) -> bool) {
     // The incremental IR must equal a fresh compile at every check.
-    assert_eq!(c.ir(), &c.full_ir(), "incremental IR drifted from a full compile");
+    assert_eq!(
+        c.ir(),
+        &c.full_ir(),
+        "incremental IR drifted from a full compile"
+    );
     let mut wrong = Vec::new();
     for from in all_pods() {
         for to in all_pods() {
@@ -143,7 +142,12 @@ pub fn check_matrix(
             }
         }
     }
-    assert!(wrong.is_empty(), "{} wrong pairs:\n{}", wrong.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} wrong pairs:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
 }
 
 pub fn ns_of(p: &str) -> &str {
