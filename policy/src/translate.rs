@@ -195,6 +195,12 @@ const FAMILIES: [IpFamily; 2] = [IpFamily::V4, IpFamily::V6];
 
 // ---------------------------------------------------------------- NetworkPolicy
 
+/// The peers and ports of one NetworkPolicy rule, either direction.
+type RawRule = (
+    Option<Vec<NetworkPolicyPeer>>,
+    Option<Vec<NetworkPolicyPort>>,
+);
+
 enum Peer {
     Any,
     Pods(PodSelection),
@@ -277,10 +283,7 @@ pub fn translate_network_policy(np: &NetworkPolicy) -> Result<TranslatedPolicy, 
         }
         let mut rules = Vec::new();
         // (peers, ports) of each rule.
-        let raw: Vec<(
-            Option<Vec<NetworkPolicyPeer>>,
-            Option<Vec<NetworkPolicyPort>>,
-        )> = match d {
+        let raw: Vec<RawRule> = match d {
             Direction::Ingress => spec
                 .ingress
                 .iter()
