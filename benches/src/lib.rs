@@ -11,6 +11,7 @@ pub mod baseline;
 pub mod figure;
 pub mod ipam;
 pub mod iperf;
+pub mod policy;
 pub mod report;
 
 use std::path::PathBuf;
@@ -41,5 +42,7 @@ pub fn registry() -> Vec<Benchmark> {
         baseline::benchmark(),
         apiserver::benchmark(),
         ipam::benchmark(),
+        policy::programming(),
+        policy::throughput(),
     ]
 }

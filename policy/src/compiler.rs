@@ -384,6 +384,9 @@ impl Compiler {
         for (t, order) in globals {
             for (dir, c) in &t.chains {
                 let prog = program_mut(&mut ingress, &mut egress, *dir);
+                if c.has_pass() {
+                    prog.passing.insert(c.id.clone());
+                }
                 if order < KUBERNETES_POLICY_ORDER {
                     prog.before.push(c.id.clone());
                 } else {

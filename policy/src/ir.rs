@@ -280,6 +280,10 @@ pub struct EndpointProgram {
     pub before: Vec<ChainId>,
     pub kubernetes: Vec<ChainId>,
     pub after: Vec<ChainId>,
+    /// The chains of `before` and `after` that have Pass rules. Part of the
+    /// program because the rendered endpoint chain depends on it: a policy
+    /// gaining its first Pass rule changes the endpoints it applies to.
+    pub passing: BTreeSet<ChainId>,
 }
 
 impl EndpointProgram {

@@ -28,7 +28,9 @@ fn deny_before_kubernetes_policies_wins_and_pass_defers() {
         "metadata: {name: allow-all, namespace: x}\nspec: {podSelector: {}, ingress: [{}]}",
     );
     apply_global(&mut c, DENY_FROM_Y_BEFORE);
-    check_matrix(&c, "tcp", 80, |from, to| !(ns_of(to) == "x" && ns_of(from) == "y"));
+    check_matrix(&c, "tcp", 80, |from, to| {
+        !(ns_of(to) == "x" && ns_of(from) == "y")
+    });
     let e = explain_pair(&c, "tcp", "y/a", "x/a", 80);
     match &e.ingress.expect("local").1.decided_by {
         DecidedBy::Rule { origin, action } => {
@@ -50,7 +52,9 @@ fn deny_before_kubernetes_policies_wins_and_pass_defers() {
 fn pass_without_kubernetes_policies_allows() {
     let mut c = cluster();
     apply_global(&mut c, DENY_FROM_Y_BEFORE);
-    check_matrix(&c, "tcp", 80, |from, to| !(ns_of(to) == "x" && ns_of(from) == "y"));
+    check_matrix(&c, "tcp", 80, |from, to| {
+        !(ns_of(to) == "x" && ns_of(from) == "y")
+    });
     let e = explain_pair(&c, "tcp", "z/a", "x/a", 80);
     assert!(matches!(
         e.ingress.expect("local").1.decided_by,
@@ -73,9 +77,14 @@ spec:
   ingress: [{action: Allow, source: {namespaceSelector: "ns == 'y'"}}]
 "#,
     );
-    check_matrix(&c, "tcp", 80, |from, to| pod_of(to) != "a" || ns_of(from) == "y");
+    check_matrix(&c, "tcp", 80, |from, to| {
+        pod_of(to) != "a" || ns_of(from) == "y"
+    });
     let e = explain_pair(&c, "tcp", "z/b", "x/a", 80);
-    assert_eq!(e.ingress.expect("local").1.decided_by, DecidedBy::EndOfPolicies);
+    assert_eq!(
+        e.ingress.expect("local").1.decided_by,
+        DecidedBy::EndOfPolicies
+    );
 }
 
 // The Calico default-deny pattern: a GNP without order (after the
@@ -131,7 +140,11 @@ spec:
 #[test]
 fn order_then_name_and_log_continues() {
     let mut c = cluster();
-    for (name, order, action) in [("b-deny", 50, "Deny"), ("a-allow", 50, "Allow"), ("c-log", 10, "Log")] {
+    for (name, order, action) in [
+        ("b-deny", 50, "Deny"),
+        ("a-allow", 50, "Allow"),
+        ("c-log", 10, "Log"),
+    ] {
         apply_global(
             &mut c,
             &format!(
@@ -176,7 +189,9 @@ spec:
     );
     // z isolated by its NetworkPolicy: only z pods reach z; others: the
     // GNP's Pass gives the Kubernetes default (allow: not isolated).
-    check_matrix(&c, "tcp", 80, |from, to| ns_of(to) != "z" || ns_of(from) == "z");
+    check_matrix(&c, "tcp", 80, |from, to| {
+        ns_of(to) != "z" || ns_of(from) == "z"
+    });
 }
 
 // Ports, notPorts, nets, notNets, ICMP, protocol numbers.
@@ -229,6 +244,11 @@ fn invalid_global_policy_is_refused_and_changes_nothing() {
             "metadata: {name: bad}\nspec:\n  ingress: [{action: Allow, destination: {ports: [80]}}]\n",
         ))
         .expect_err("ports without protocol");
-    assert!(err.errors.iter().any(|e| e.field == "spec.ingress[0].destination.ports"), "{err}");
+    assert!(
+        err.errors
+            .iter()
+            .any(|e| e.field == "spec.ingress[0].destination.ports"),
+        "{err}"
+    );
     assert_eq!(c.ir(), &before);
 }

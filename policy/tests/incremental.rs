@@ -23,10 +23,26 @@ const GNPS: [&str; 3] = [
 
 #[derive(Debug, Clone)]
 enum Op {
-    Pod { ns: usize, name: usize, app: usize, ip: u8, http: u16 },
-    RemovePod { ns: usize, name: usize },
-    Namespace { ns: usize, team: usize },
-    Local { ns: usize, name: usize, on: bool },
+    Pod {
+        ns: usize,
+        name: usize,
+        app: usize,
+        ip: u8,
+        http: u16,
+    },
+    RemovePod {
+        ns: usize,
+        name: usize,
+    },
+    Namespace {
+        ns: usize,
+        team: usize,
+    },
+    Local {
+        ns: usize,
+        name: usize,
+        on: bool,
+    },
     Np(usize),
     RemoveNp(usize),
     Gnp(usize),
@@ -51,25 +67,42 @@ fn run(c: &mut Compiler, op: &Op) -> Delta {
     let apps = ["web", "db", ""];
     let teams = ["blue", "red", ""];
     match op {
-        Op::Pod { ns, name, app, ip, http } => {
+        Op::Pod {
+            ns,
+            name,
+            app,
+            ip,
+            http,
+        } => {
             let mut p = Pod::new(NAMESPACES[*ns], PODS[*name]);
             if !apps[*app].is_empty() {
                 p.labels = labels(&[("app", apps[*app])]);
             }
             // Few addresses on purpose: pods share them during churn.
             p.ips = vec![format!("10.0.{ns}.{ip}").parse().expect("ip")];
-            p.named_ports = vec![NamedPort { name: "http".into(), protocol: 6, port: *http }];
+            p.named_ports = vec![NamedPort {
+                name: "http".into(),
+                protocol: 6,
+                port: *http,
+            }];
             c.upsert_pod(p)
         }
         Op::RemovePod { ns, name } => c.remove_pod(&PodKey::new(NAMESPACES[*ns], PODS[*name])),
         Op::Namespace { ns, team } => {
-            let l = if teams[*team].is_empty() { labels(&[]) } else { labels(&[("team", teams[*team])]) };
+            let l = if teams[*team].is_empty() {
+                labels(&[])
+            } else {
+                labels(&[("team", teams[*team])])
+            };
             c.upsert_namespace(Namespace::new(NAMESPACES[*ns], l))
         }
         Op::Local { ns, name, on } => {
             let key = PodKey::new(NAMESPACES[*ns], PODS[*name]);
             if *on {
-                c.upsert_local_endpoint(LocalEndpoint { interface: iface(&key.namespace, &key.name), pod: key })
+                c.upsert_local_endpoint(LocalEndpoint {
+                    interface: iface(&key.namespace, &key.name),
+                    pod: key,
+                })
             } else {
                 c.remove_local_endpoint(&key)
             }

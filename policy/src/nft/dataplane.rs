@@ -11,7 +11,8 @@ use serde_json::Value;
 use crate::ir::{Delta, Direction, Ir, SetElem, SetKind};
 use crate::nft::libnft::{Nft, NftError};
 use crate::nft::render::{
-    ENDPOINTS_SET, ExpectedChain, FROM_POD_MAP, Renderer, TO_POD_MAP, endpoint_chain, set_type,
+    ENDPOINTS_SET, ExpectedChain, FROM_POD_MAP, PassChains, Renderer, TO_POD_MAP, endpoint_chain,
+    pass_chains, set_type,
 };
 
 /// What a reconcile found and fixed.
@@ -39,8 +40,10 @@ impl ReconcileReport {
 pub struct NftDataplane {
     nft: Nft,
     renderer: Renderer,
-    /// The IR the kernel was last brought to.
-    applied: Ir,
+    /// What a delta needs to know of the state the kernel was last brought
+    /// to (not a copy of that IR: cloning a 10 000-rule IR per update would
+    /// cost more than the update).
+    applied: PassChains,
 }
 
 impl NftDataplane {
@@ -48,7 +51,7 @@ impl NftDataplane {
         NftDataplane {
             nft,
             renderer,
-            applied: Ir::default(),
+            applied: PassChains::new(),
         }
     }
 
@@ -63,7 +66,7 @@ impl NftDataplane {
     /// Replace the table with the IR, atomically.
     pub fn apply_full(&mut self, ir: &Ir) -> Result<(), NftError> {
         self.nft.run(&self.renderer.full(ir))?;
-        self.applied = ir.clone();
+        self.applied = pass_chains(ir);
         Ok(())
     }
 
@@ -77,7 +80,7 @@ impl NftDataplane {
         let cmds = self.renderer.delta(ir, delta, &self.applied);
         match self.nft.run(&cmds) {
             Ok(_) => {
-                self.applied = ir.clone();
+                self.applied = pass_chains(ir);
                 Ok(())
             }
             Err(NftError::Command { .. }) => self.reconcile(ir).map(|_| ()),
@@ -108,7 +111,7 @@ impl NftDataplane {
         if !cmds.is_empty() {
             self.nft.run(&cmds)?;
         }
-        self.applied = ir.clone();
+        self.applied = pass_chains(ir);
         Ok(report)
     }
 

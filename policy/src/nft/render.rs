@@ -275,7 +275,10 @@ impl Renderer {
     /// The commands applying `delta` (the IR is the state after it), in one
     /// batch: sets and elements first, then chains that use them, then the
     /// dispatch maps, then deletions of what nothing refers to any more.
-    pub fn delta(&self, ir: &Ir, delta: &Delta, before: &Ir) -> String {
+    ///
+    /// `before` says, for each endpoint in the kernel, which of its pass
+    /// chains exist (see [`pass_chains`]): all a delta needs of the past.
+    pub fn delta(&self, ir: &Ir, delta: &Delta, before: &PassChains) -> String {
         let t = self.t();
         let mut s = String::new();
         for id in &delta.sets_added {
@@ -316,10 +319,7 @@ impl Renderer {
                 self.add_endpoint_elements(&mut s, ep);
                 // A pass chain no longer needed goes.
                 for d in Direction::BOTH {
-                    let had = before
-                        .endpoints
-                        .get(iface)
-                        .is_some_and(|old| needs_pass_chain(before, old.program(d)));
+                    let had = before.get(iface).is_some_and(|p| p[dir_index(d)]);
                     if had && !needs_pass_chain(ir, ep.program(d)) {
                         let name = endpoint_pass_chain(iface, d);
                         let _ = writeln!(s, "flush chain {t} {name}");
@@ -329,7 +329,7 @@ impl Renderer {
             }
         }
         for iface in &delta.endpoints_removed {
-            let Some(old) = before.endpoints.get(iface) else {
+            let Some(old) = before.get(iface) else {
                 continue;
             };
             let _ = writeln!(s, "delete element {t} {ENDPOINTS_SET} {{ \"{iface}\" }}");
@@ -337,7 +337,7 @@ impl Renderer {
             let _ = writeln!(s, "delete element {t} {FROM_POD_MAP} {{ \"{iface}\" }}");
             for d in Direction::BOTH {
                 let mut names = vec![endpoint_chain(iface, d)];
-                if needs_pass_chain(before, old.program(d)) {
+                if old[dir_index(d)] {
                     names.push(endpoint_pass_chain(iface, d));
                 }
                 for name in names {
@@ -345,7 +345,7 @@ impl Renderer {
                 }
             }
             for d in Direction::BOTH {
-                if needs_pass_chain(before, old.program(d)) {
+                if old[dir_index(d)] {
                     let _ = writeln!(s, "delete chain {t} {}", endpoint_pass_chain(iface, d));
                 }
                 let _ = writeln!(s, "delete chain {t} {}", endpoint_chain(iface, d));
@@ -500,6 +500,33 @@ impl Renderer {
 
 fn chain_has_pass(ir: &Ir, id: &ChainId) -> bool {
     ir.chains.get(id).is_some_and(PolicyChain::has_pass)
+}
+
+/// Per endpoint (interface), whether its ingress and egress pass chains
+/// exist.
+pub type PassChains = std::collections::BTreeMap<String, [bool; 2]>;
+
+fn dir_index(d: Direction) -> usize {
+    match d {
+        Direction::Ingress => 0,
+        Direction::Egress => 1,
+    }
+}
+
+/// The pass chains an IR's endpoints have.
+pub fn pass_chains(ir: &Ir) -> PassChains {
+    ir.endpoints
+        .iter()
+        .map(|(i, ep)| {
+            (
+                i.clone(),
+                [
+                    needs_pass_chain(ir, &ep.ingress),
+                    needs_pass_chain(ir, &ep.egress),
+                ],
+            )
+        })
+        .collect()
 }
 
 /// Whether the program needs a pass chain (a GNP before the NetworkPolicies
