@@ -304,7 +304,8 @@ fn run_throughput(ctx: &Context) -> anyhow::Result<Vec<Figure>> {
     // Connection tracking alone (what any stateful policy, and kube-proxy,
     // turns on): separates its cost from the cost of Margay's rules.
     let ct_only = "add table inet ctonly\nadd chain inet ctonly forward { type filter hook forward priority 0; policy accept; }\nadd rule inet ctonly forward ct state established,related accept\n";
-    let (mut none, mut margay, mut chain, mut ct) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut none, mut margay, mut chain, mut ct) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let to: IpAddr = sip.parse()?;
     for _ in 0..rounds {
         nft.run("flush ruleset")?;
