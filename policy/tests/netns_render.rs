@@ -84,3 +84,71 @@ fn full_load_reads_back_identical() {
         eprintln!("{}", dp.nft().run("list table inet margay").unwrap());
     }
 }
+
+#[test]
+fn element_deltas_go_over_netlink_and_match_the_kernel() {
+    let ns = NetnsGuard::create_unique("mgy-pol").expect("netns");
+    let mut dp = dataplane(&ns);
+    let mut c = cluster();
+    policies(&mut c);
+    dp.apply_full(c.ir()).expect("full load");
+    // A pod on another node, v4 and v6, with named ports, joining selectors.
+    let remote = || {
+        let mut p = make_pod("y", "remote");
+        p.labels = labels(&[("pod", "c")]);
+        p.ips = vec!["10.0.1.9".parse().unwrap(), "fd00::1:9".parse().unwrap()];
+        p
+    };
+    let d = c.upsert_pod(remote());
+    assert!(d.elements_only(), "{d:?}");
+    let kinds: Vec<char> = d
+        .elements
+        .keys()
+        .map(|id| id.0.as_bytes()[0] as char)
+        .collect();
+    assert!(kinds.contains(&'p') && kinds.contains(&'q'), "{d:?}");
+    let before = dp.stats();
+    dp.apply_delta(c.ir(), &d).expect("netlink delta");
+    let after = dp.stats();
+    assert_eq!(after.netlink_batches, before.netlink_batches + 1);
+    assert_eq!(
+        (after.nft_batches, after.fallbacks),
+        (before.nft_batches, 0)
+    );
+    let listing = dp.nft().run("list table inet margay").expect("list");
+    for want in ["10.0.1.9 . udp . 80", "fd00::1:9 . udp . 80", "fd00::1:9"] {
+        assert!(listing.contains(want), "{want} missing:\n{listing}");
+    }
+    assert!(!dp.reconcile(c.ir()).expect("reconcile").changed_anything());
+
+    let key = margay_policy::PodKey::new("y", "remote");
+    let d = c.remove_pod(&key);
+    dp.apply_delta(c.ir(), &d).expect("netlink delta");
+    assert_eq!(dp.stats().fallbacks, 0);
+    let listing = dp.nft().run("list table inet margay").expect("list");
+    assert!(!listing.contains("10.0.1.9"), "{listing}");
+    assert!(!dp.reconcile(c.ir()).expect("reconcile").changed_anything());
+
+    // Drift: the element vanishes behind our back; the delta deleting it is
+    // refused by the kernel as a whole, and the dataplane falls back to a
+    // reconcile that lands on the IR.
+    let d = c.upsert_pod(remote());
+    dp.apply_delta(c.ir(), &d).expect("netlink delta");
+    let (set, _) = d.elements.iter().next().expect("a changed set");
+    let elem = c.ir().sets[set]
+        .elements
+        .iter()
+        .find(|e| format!("{e:?}").contains("10.0.1.9") || format!("{e:?}").contains("fd00::1:9"))
+        .copied()
+        .expect("elem");
+    dp.nft()
+        .run(&format!(
+            "delete element inet margay {set} {{ {} }}",
+            margay_policy::nft::render::elem_text(&elem)
+        ))
+        .expect("foreign delete");
+    let d = c.remove_pod(&key);
+    dp.apply_delta(c.ir(), &d).expect("delta with fallback");
+    assert_eq!(dp.stats().fallbacks, 1, "{:?}", dp.stats());
+    assert!(!dp.reconcile(c.ir()).expect("reconcile").changed_anything());
+}

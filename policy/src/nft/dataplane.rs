@@ -36,10 +36,26 @@ impl ReconcileReport {
     }
 }
 
+/// Counters of what the dataplane sent (for metrics and tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DataplaneStats {
+    /// Element-only deltas sent as raw netlink batches.
+    pub netlink_batches: u64,
+    /// Batches sent through libnftables (full loads, deltas, repairs).
+    pub nft_batches: u64,
+    /// Deltas the kernel refused, repaired by a reconcile.
+    pub fallbacks: u64,
+    /// Reconciles run (including fallbacks).
+    pub reconciles: u64,
+    /// Total time spent in kernel transactions.
+    pub busy: std::time::Duration,
+}
+
 /// The `inet margay` table of one node (or namespace).
 pub struct NftDataplane {
     nft: Nft,
     renderer: Renderer,
+    stats: DataplaneStats,
     /// What a delta needs to know of the state the kernel was last brought
     /// to (not a copy of that IR: cloning a 10 000-rule IR per update would
     /// cost more than the update).
@@ -52,7 +68,20 @@ impl NftDataplane {
             nft,
             renderer,
             applied: PassChains::new(),
+            stats: DataplaneStats::default(),
         }
+    }
+
+    pub fn stats(&self) -> DataplaneStats {
+        self.stats
+    }
+
+    fn run(&mut self, cmds: &str) -> Result<String, NftError> {
+        let t = std::time::Instant::now();
+        let r = self.nft.run(cmds);
+        self.stats.nft_batches += 1;
+        self.stats.busy += t.elapsed();
+        r
     }
 
     pub fn nft(&self) -> &Nft {
@@ -65,7 +94,8 @@ impl NftDataplane {
 
     /// Replace the table with the IR, atomically.
     pub fn apply_full(&mut self, ir: &Ir) -> Result<(), NftError> {
-        self.nft.run(&self.renderer.full(ir))?;
+        let cmds = self.renderer.full(ir);
+        self.run(&cmds)?;
         self.applied = pass_chains(ir);
         Ok(())
     }
@@ -77,19 +107,37 @@ impl NftDataplane {
         if delta.is_empty() {
             return Ok(());
         }
+        if let Some(ops) = hash_element_ops(ir, delta) {
+            let t = std::time::Instant::now();
+            let r = self.nft.apply_elements(&self.renderer.config.table, ops);
+            self.stats.netlink_batches += 1;
+            self.stats.busy += t.elapsed();
+            return match r {
+                Ok(()) => Ok(()),
+                Err(NftError::Command { .. }) => {
+                    self.stats.fallbacks += 1;
+                    self.reconcile(ir).map(|_| ())
+                }
+                Err(e) => Err(e),
+            };
+        }
         let cmds = self.renderer.delta(ir, delta, &self.applied);
-        match self.nft.run(&cmds) {
+        match self.run(&cmds) {
             Ok(_) => {
                 self.applied = pass_chains(ir);
                 Ok(())
             }
-            Err(NftError::Command { .. }) => self.reconcile(ir).map(|_| ()),
+            Err(NftError::Command { .. }) => {
+                self.stats.fallbacks += 1;
+                self.reconcile(ir).map(|_| ())
+            }
             Err(e) => Err(e),
         }
     }
 
     /// Read the table back and fix what differs from `ir`.
     pub fn reconcile(&mut self, ir: &Ir) -> Result<ReconcileReport, NftError> {
+        self.stats.reconciles += 1;
         let mut report = ReconcileReport::default();
         let kernel = match self.read_table() {
             Ok(Some(k)) => k,
@@ -109,7 +157,7 @@ impl NftDataplane {
             return Ok(report);
         };
         if !cmds.is_empty() {
-            self.nft.run(&cmds)?;
+            self.run(&cmds)?;
         }
         self.applied = pass_chains(ir);
         Ok(report)
@@ -287,6 +335,31 @@ impl NftDataplane {
         }
         Some(s)
     }
+}
+
+/// The delta as raw netlink element operations, when it only changes
+/// elements of hash sets (the pod-churn case); None otherwise.
+fn hash_element_ops(ir: &Ir, delta: &Delta) -> Option<Vec<crate::nft::netlink::ElementOp>> {
+    if !delta.elements_only() {
+        return None;
+    }
+    let mut ops = Vec::new();
+    for (id, ch) in &delta.elements {
+        let set = ir.sets.get(id)?;
+        if set.kind == SetKind::Intervals {
+            return None;
+        }
+        for (add, elems) in [(false, &ch.removed), (true, &ch.added)] {
+            if !elems.is_empty() {
+                ops.push(crate::nft::netlink::ElementOp {
+                    set: id.0.clone(),
+                    add,
+                    elements: elems.iter().copied().collect(),
+                });
+            }
+        }
+    }
+    Some(ops)
 }
 
 /// `type filter hook forward priority 10; policy accept;` → comparable key.

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
 
+use crate::nft::netlink::{ElementOp, NetlinkSocket};
+
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
@@ -179,7 +181,12 @@ impl Drop for Ctx {
     }
 }
 
-type Job = (String, bool, mpsc::Sender<Result<String, NftError>>);
+enum Job {
+    /// nft-language commands; JSON output or not.
+    Commands(String, bool, mpsc::Sender<Result<String, NftError>>),
+    /// Hash-set element changes as a raw netlink batch.
+    Elements(String, Vec<ElementOp>, mpsc::Sender<Result<(), NftError>>),
+}
 
 /// A handle on libnftables running in a worker thread (optionally inside a
 /// network namespace). Cheap to call: one channel round trip plus the
@@ -223,8 +230,28 @@ impl Nft {
                         return;
                     }
                 };
-                while let Ok((cmd, json, reply)) = rx.recv() {
-                    let _ = reply.send(ctx.run(&cmd, json));
+                let mut netlink: Option<NetlinkSocket> = None;
+                while let Ok(job) = rx.recv() {
+                    match job {
+                        Job::Commands(cmd, json, reply) => {
+                            let _ = reply.send(ctx.run(&cmd, json));
+                        }
+                        Job::Elements(table, ops, reply) => {
+                            let result = (|| {
+                                if netlink.is_none() {
+                                    netlink = Some(NetlinkSocket::open().map_err(|e| {
+                                        NftError::Command {
+                                            message: format!("netlink socket: {e}"),
+                                        }
+                                    })?);
+                                }
+                                let sock = netlink.as_mut().ok_or(NftError::Worker)?;
+                                sock.apply(&table, &ops)
+                                    .map_err(|message| NftError::Command { message })
+                            })();
+                            let _ = reply.send(result);
+                        }
+                    }
                 }
             })
             .map_err(|_| NftError::Worker)?;
@@ -240,7 +267,20 @@ impl Nft {
         self.tx
             .as_ref()
             .ok_or(NftError::Worker)?
-            .send((cmd.to_string(), json, reply_tx))
+            .send(Job::Commands(cmd.to_string(), json, reply_tx))
+            .map_err(|_| NftError::Worker)?;
+        reply_rx.recv().map_err(|_| NftError::Worker)?
+    }
+
+    /// Add/delete hash-set elements of `inet <table>` in one kernel
+    /// transaction over raw netlink, bypassing libnftables (see
+    /// `netlink.rs`).
+    pub fn apply_elements(&self, table: &str, ops: Vec<ElementOp>) -> Result<(), NftError> {
+        let (reply_tx, reply_rx) = mpsc::channel();
+        self.tx
+            .as_ref()
+            .ok_or(NftError::Worker)?
+            .send(Job::Elements(table.to_string(), ops, reply_tx))
             .map_err(|_| NftError::Worker)?;
         reply_rx.recv().map_err(|_| NftError::Worker)?
     }
