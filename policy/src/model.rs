@@ -160,3 +160,66 @@ pub struct LocalEndpoint {
     pub pod: PodKey,
     pub interface: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_from_kubernetes_object() {
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "shop", "labels": {"app": "web"}},
+            "spec": {
+                "containers": [{"name": "c", "ports": [
+                    {"name": "http", "containerPort": 8080},
+                    {"name": "dns", "containerPort": 53, "protocol": "UDP"},
+                    {"containerPort": 9000}
+                ]}],
+                "initContainers": [{"name": "side", "ports": [{"name": "sctp-x", "containerPort": 99, "protocol": "SCTP"}]}]
+            },
+            "status": {"podIP": "10.0.0.5", "podIPs": [{"ip": "10.0.0.5"}, {"ip": "fd00::5"}]}
+        }))
+        .expect("pod JSON");
+        let p = Pod::from_k8s(&pod).expect("a pod-network pod");
+        assert_eq!(p.key, PodKey::new("shop", "web"));
+        assert_eq!(p.ips.len(), 2);
+        assert_eq!(
+            p.named_ports,
+            vec![
+                NamedPort {
+                    name: "dns".into(),
+                    protocol: 17,
+                    port: 53
+                },
+                NamedPort {
+                    name: "http".into(),
+                    protocol: 6,
+                    port: 8080
+                },
+                NamedPort {
+                    name: "sctp-x".into(),
+                    protocol: 132,
+                    port: 99
+                },
+            ]
+        );
+        let mut host = pod.clone();
+        if let Some(s) = host.spec.as_mut() {
+            s.host_network = Some(true);
+        }
+        assert_eq!(
+            Pod::from_k8s(&host),
+            None,
+            "hostNetwork pods are node traffic"
+        );
+    }
+
+    #[test]
+    fn namespace_gets_its_name_label() {
+        let ns = Namespace::new("x", BTreeMap::new());
+        assert_eq!(
+            ns.labels.get(NAMESPACE_NAME_LABEL).map(String::as_str),
+            Some("x")
+        );
+    }
+}

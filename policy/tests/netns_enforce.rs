@@ -26,7 +26,7 @@ use margay_policy::{Compiler, PodKey, PolicyRef};
 
 const PORTS: [u16; 2] = [80, 81];
 /// How long a probe waits before calling the connection dropped.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(700);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 
 fn netns_path(ns: &Netns) -> PathBuf {
     PathBuf::from("/run/netns").join(ns.name())
