@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::netns::{self, Netns};
 use crate::state::{LAB_ID_ENV, LabState, StateDir};
 use crate::topology::{self, NodePlan, Plan, Topology};
-use crate::{LabError, binaries, kubeconfig, nodes, process};
+use crate::{LabError, agents, binaries, kubeconfig, nodes, process};
 
 /// What `margay-lab up` was asked for.
 #[derive(Debug, Clone)]
@@ -20,6 +20,9 @@ pub struct UpOptions {
     pub state_dir: PathBuf,
     /// Namespaces and links only: no API server, no agents.
     pub bare: bool,
+    /// Start a `margay-agent` on every node (ignored when `bare`). Without
+    /// agents the lab has the API server, CRDs and default IPPool only.
+    pub agents: bool,
 }
 
 impl UpOptions {
@@ -29,6 +32,7 @@ impl UpOptions {
             topology: Topology::L2,
             state_dir: state_dir.into(),
             bare: false,
+            agents: true,
         }
     }
 }
@@ -53,7 +57,7 @@ impl Lab {
             return Err(LabError::AlreadyUp(dir.path().to_path_buf()));
         }
         let plan = topology::plan(&id, opts.nodes, opts.topology)?;
-        match build(&dir, &plan, opts.bare) {
+        match build(&dir, &plan, opts.bare, opts.agents) {
             Ok(state) => {
                 dir.save(&state)
                     .map_err(|e| LabError::io(&dir.state_file(), e))?;
@@ -189,6 +193,78 @@ impl Lab {
     }
 }
 
+/// Driving a node's agent (for tests and `margay-lab agent`).
+impl Lab {
+    /// Whether `up` started agents in this lab.
+    pub fn has_agents(&self) -> bool {
+        self.state.agents
+    }
+
+    /// The pid of the node's agent, if it is running.
+    pub fn agent_pid(&self, node: &str) -> Result<Option<i32>, LabError> {
+        let n = self.node(node)?;
+        let role = agents::role(&n.name);
+        Ok(self
+            .dir
+            .recorded_pids()
+            .into_iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, pid)| pid)
+            .filter(|&pid| {
+                process::alive(pid) && process::has_env(pid, LAB_ID_ENV, &self.state.plan.id)
+            }))
+    }
+
+    /// Starts the node's agent and waits until it reports ready. Starting a
+    /// running agent is an error.
+    pub fn start_agent(&self, node: &str) -> Result<i32, LabError> {
+        if self.state.api_url.is_none() {
+            return Err(LabError::Agent(
+                "this lab was built with --bare: no API server for agents".into(),
+            ));
+        }
+        if let Some(pid) = self.agent_pid(node)? {
+            return Err(LabError::Agent(format!(
+                "the agent of {node} is already running (pid {pid})"
+            )));
+        }
+        let n = self.node(node)?;
+        let pid = agents::spawn(&self.dir, &self.state.plan.id, n)?;
+        agents::wait_ready(
+            &self.dir,
+            &n.name,
+            &self.dir.node_files(&n.name),
+            pid,
+            agents::AGENT_READY_TIMEOUT,
+        )?;
+        Ok(pid)
+    }
+
+    /// Stops the node's agent gracefully (SIGTERM; SIGKILL after 5 s).
+    /// Stopping a stopped agent does nothing.
+    pub fn stop_agent(&self, node: &str) -> Result<(), LabError> {
+        if let Some(pid) = self.agent_pid(node)? {
+            process::terminate(&[pid], Duration::from_secs(5));
+        }
+        Ok(())
+    }
+
+    /// Kills the node's agent with SIGKILL (no clean-up of any kind) and
+    /// waits until it is gone.
+    pub fn kill_agent(&self, node: &str) -> Result<(), LabError> {
+        if let Some(pid) = self.agent_pid(node)? {
+            process::kill_now(pid);
+        }
+        Ok(())
+    }
+
+    /// Stops (gracefully) and starts the node's agent; returns the new pid.
+    pub fn restart_agent(&self, node: &str) -> Result<i32, LabError> {
+        self.stop_agent(node)?;
+        self.start_agent(node)
+    }
+}
+
 /// Brings a lab down when dropped: for tests, so a failing test cleans up.
 #[derive(Debug)]
 pub struct LabGuard(Lab);
@@ -259,12 +335,13 @@ fn own_namespaces(id: &str) -> Result<Vec<String>, LabError> {
         .collect())
 }
 
-fn build(dir: &StateDir, plan: &Plan, bare: bool) -> Result<LabState, LabError> {
+fn build(dir: &StateDir, plan: &Plan, bare: bool, agents: bool) -> Result<LabState, LabError> {
     build_fabric(plan)?;
     let mut state = LabState {
         plan: plan.clone(),
         api_url: None,
         api_url_nodes: None,
+        agents: false,
     };
     if !bare {
         let local = start_apiserver(dir, plan)?;
@@ -273,8 +350,21 @@ fn build(dir: &StateDir, plan: &Plan, bare: bool) -> Result<LabState, LabError> 
         write(&dir.kubeconfig(), &kubeconfig::render(&url))?;
         write(&dir.node_kubeconfig(), &kubeconfig::render(&node_url))?;
         nodes::register(&dir.kubeconfig(), plan)?;
+        agents::install_cluster_resources(&dir.kubeconfig())?;
         state.api_url = Some(url);
         state.api_url_nodes = Some(node_url);
+        if agents {
+            // Start them all, then wait: they sync in parallel.
+            let mut pids = Vec::new();
+            for n in &plan.nodes {
+                pids.push((n, agents::spawn(dir, &plan.id, n)?));
+            }
+            for (n, pid) in pids {
+                let files = dir.node_files(&n.name);
+                agents::wait_ready(dir, &n.name, &files, pid, agents::AGENT_READY_TIMEOUT)?;
+            }
+            state.agents = true;
+        }
     }
     Ok(state)
 }

@@ -5,6 +5,7 @@
 //! [`LabGuard::up`] build a cluster, [`netns`] creates and drives namespaces,
 //! [`handwired`] wires Calico-style pods by hand for baselines.
 
+pub mod agents;
 pub mod apiserver;
 pub mod binaries;
 pub mod cmd;
@@ -48,6 +49,8 @@ pub enum LabError {
     Plan(#[from] topology::PlanError),
     #[error("API server: {0}")]
     ApiServer(String),
+    #[error("agent: {0}")]
+    Agent(String),
 }
 
 impl LabError {

@@ -30,6 +30,9 @@ enum Command {
         /// Namespaces and links only: no API server, no agents.
         #[arg(long)]
         bare: bool,
+        /// API server, CRDs and the default IPPool, but no margay-agent.
+        #[arg(long)]
+        no_agents: bool,
     },
     /// Remove every namespace, link and process of the lab (also after a crashed `up`).
     Down,
@@ -63,12 +66,14 @@ fn main() -> anyhow::Result<()> {
             nodes,
             topology,
             bare,
+            no_agents,
         } => {
             let opts = UpOptions {
                 nodes,
                 topology,
                 state_dir: cli.state_dir,
                 bare,
+                agents: !no_agents,
             };
             let lab = Lab::up(&opts)?;
             print_table(&lab.status());

@@ -25,6 +25,15 @@ pub fn terminate(pids: &[i32], grace: Duration) {
     }
 }
 
+/// Sends SIGKILL and waits (up to 5 s) until the process is gone.
+pub fn kill_now(pid: i32) {
+    signal(pid, libc::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn signal(pid: i32, sig: i32) {
     if pid > 1 {
         // SAFETY: kill(2) has no memory-safety preconditions; a stale pid is

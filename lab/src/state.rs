@@ -26,6 +26,9 @@ pub struct LabState {
     pub api_url: Option<String>,
     /// URL for clients inside node namespaces.
     pub api_url_nodes: Option<String>,
+    /// Whether `up` started a `margay-agent` on every node.
+    #[serde(default)]
+    pub agents: bool,
 }
 
 #[derive(Debug, Clone)]

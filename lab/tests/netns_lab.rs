@@ -16,6 +16,7 @@ fn bare(dir: &Path, nodes: usize, topology: Topology) -> UpOptions {
         topology,
         state_dir: dir.to_path_buf(),
         bare: true,
+        agents: false,
     }
 }
 
@@ -260,6 +261,8 @@ fn up_serves_the_api_to_kubectl_and_to_the_nodes_and_down_stops_it() {
     let mut opts = UpOptions::new(dir.path());
     opts.nodes = 2;
     opts.topology = Topology::Routed;
+    // This test is about the API server; agents have tests of their own.
+    opts.agents = false;
     let lab = LabGuard::up(&opts).unwrap();
 
     // kubectl on this machine sees the registered nodes with their addresses.

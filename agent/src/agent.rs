@@ -1,0 +1,315 @@
+//! Wiring the agent together and its start-up order:
+//!
+//! 1. health and metrics servers (not ready yet);
+//! 2. endpoint records from the state directory into the endpoint table;
+//! 3. the dataplane task — it keeps recorded endpoints' routes right at once,
+//!    but sweeps nothing yet;
+//! 4. the reflectors, and the endpoint socket (answering "not ready, retry"
+//!    to ADDs until step 5 is done; DEL works from the start);
+//! 5. once every cache has synced: endpoints whose record was lost are
+//!    recovered from IPAM and the kernel, sweeping is enabled with a full
+//!    pass, the agent reports ready and installs the CNI conflist.
+//!
+//! On shutdown the agent stops serving and removes its socket; routes,
+//! sysctls and the conflist stay, so pods keep working while it is away.
+
+use crate::calc::endpoints::{Endpoint, EndpointKey, EndpointState, EndpointTable};
+use crate::config::{Settings, install_conflist};
+use crate::dataplane::{self, DataplaneConfig, DataplaneHandle, SharedEndpoints};
+use crate::datastore::Datastore;
+use crate::endpoint_service::{self, handler::EndpointHandler};
+use crate::endpoint_store::EndpointStore;
+use crate::health::Health;
+use crate::metrics::Metrics;
+use kube::Client;
+use margay_api::IPAMBlock;
+use margay_api::endpoint::{PodRef, host_interface_name};
+use margay_ipam::store::kube::KubeStore;
+use margay_ipam::{Allocator, IpamStore, SystemClock};
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("listening on {what} {addr}: {source}")]
+    Listen {
+        what: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("state directory {path}: {source}")]
+    State {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Netlink(#[from] dataplane::netlink::NetlinkError),
+}
+
+/// A running agent's parts, for tests that drive it in-process.
+pub struct RunningAgent {
+    pub metrics: Metrics,
+    pub health: Health,
+    pub dataplane: DataplaneHandle,
+    pub endpoints: SharedEndpoints,
+    tasks: Vec<JoinHandle<()>>,
+    socket: std::path::PathBuf,
+}
+
+impl RunningAgent {
+    /// Stops serving and removes the socket; leaves the dataplane as it is.
+    pub fn stop(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// Starts the agent on the current runtime; returns once everything is
+/// spawned (readiness follows later, see [`Health`]).
+pub async fn start(settings: &Settings, client: Client) -> Result<RunningAgent, AgentError> {
+    let metrics = Metrics::new();
+    let health = Health::new();
+    let mut tasks = Vec::new();
+
+    let h = health.clone();
+    tasks.push(
+        serve_http(
+            "health",
+            settings.health_listen,
+            Arc::new(move |p: &str| h.answer(p)),
+        )
+        .await?,
+    );
+    if let Some(addr) = settings.metrics_listen {
+        let m = metrics.clone();
+        tasks.push(
+            serve_http(
+                "metrics",
+                addr,
+                Arc::new(move |p: &str| match p {
+                    "/metrics" => crate::http::Answer {
+                        status: hyper::StatusCode::OK,
+                        content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        body: m.encode(),
+                    },
+                    _ => crate::http::Answer::text(hyper::StatusCode::NOT_FOUND, "try /metrics\n"),
+                }),
+            )
+            .await?,
+        );
+    }
+
+    let state_err = |source| AgentError::State {
+        path: settings.state_dir.display().to_string(),
+        source,
+    };
+    let records = EndpointStore::open(&settings.state_dir).map_err(state_err)?;
+    let loaded = records.load().map_err(state_err)?;
+    tracing::info!(endpoints = loaded.len(), "loaded endpoint records");
+    let endpoints: SharedEndpoints = Arc::new(Mutex::new(EndpointTable::from_records(loaded)));
+
+    let dp = dataplane::spawn(
+        endpoints.clone(),
+        DataplaneConfig {
+            resync_interval: settings.route_refresh_interval,
+            mtu: settings.mtu,
+        },
+        metrics.clone(),
+        health.clone(),
+    )?;
+    // Recorded endpoints get their routes back now, before the API answers.
+    let first = dp.apply().await;
+    if let Some(e) = &first.error {
+        tracing::warn!(error = %e, "first dataplane pass failed");
+    }
+
+    let datastore = Datastore::start(client.clone(), &settings.node_name);
+    let store = KubeStore::new(client.clone()).with_call_timeout(settings.api_timeout);
+    let allocator = Allocator::new(store, Arc::new(SystemClock));
+    let handler = Arc::new(EndpointHandler::new(
+        settings.node_name.clone(),
+        client,
+        allocator.clone(),
+        datastore.clone(),
+        endpoints.clone(),
+        records.clone(),
+        dp.clone(),
+        metrics.clone(),
+        health.clone(),
+        settings.api_timeout,
+    ));
+    let listener =
+        endpoint_service::bind(&settings.cni_socket).map_err(|source| AgentError::Listen {
+            what: "the endpoint socket",
+            addr: settings.cni_socket.display().to_string(),
+            source,
+        })?;
+    tracing::info!(socket = %settings.cni_socket.display(), "serving the endpoint socket");
+    tasks.push(tokio::spawn(endpoint_service::serve(
+        listener,
+        handler,
+        metrics.clone(),
+    )));
+
+    let settings2 = settings.clone();
+    let (h2, m2, dp2, eps2) = (
+        health.clone(),
+        metrics.clone(),
+        dp.clone(),
+        endpoints.clone(),
+    );
+    tasks.push(tokio::spawn(async move {
+        health_until_synced(&h2, &datastore).await;
+        m2.datastore_in_sync.set(1);
+        recover_lost_endpoints(&settings2.node_name, &allocator, &dp2, &eps2, &records).await;
+        let report = dp2.enable_sweep().await;
+        if let Some(e) = report.error {
+            h2.set_ready(false, &format!("dataplane: {e}"));
+        }
+        // Not ready until a full pass has succeeded.
+        loop {
+            if dp2.status().sweeping && dp2.resync().await.error.is_none() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        h2.set_ready(true, "ready");
+        tracing::info!(mtu = dp2.status().mtu, "agent ready");
+        if let Some(path) = &settings2.cni_conflist {
+            match install_conflist(path, &settings2.cni_socket) {
+                Ok(true) => tracing::info!(path = %path.display(), "installed the CNI conflist"),
+                Ok(false) => {}
+                Err(e) => tracing::error!(path = %path.display(), error = %e, "could not install the CNI conflist"),
+            }
+        }
+        // Keep the datastore (and its reflectors) alive with the agent.
+        std::future::pending::<()>().await;
+        drop(datastore);
+    }));
+
+    Ok(RunningAgent {
+        metrics,
+        health,
+        dataplane: dp,
+        endpoints,
+        tasks,
+        socket: settings.cni_socket.clone(),
+    })
+}
+
+/// Runs the agent until `shutdown` completes.
+pub async fn run(
+    settings: &Settings,
+    client: Client,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let agent = start(settings, client).await?;
+    shutdown.await;
+    tracing::info!("shutting down; routes and pods stay as they are");
+    agent.stop();
+    Ok(())
+}
+
+async fn health_until_synced(health: &Health, datastore: &Datastore) {
+    health.set_ready(false, "waiting for the datastore caches to sync");
+    datastore.wait_synced().await;
+    tracing::info!("datastore caches in sync");
+}
+
+async fn serve_http(
+    what: &'static str,
+    addr: std::net::SocketAddr,
+    route: Arc<dyn Fn(&str) -> crate::http::Answer + Send + Sync>,
+) -> Result<JoinHandle<()>, AgentError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| AgentError::Listen {
+            what,
+            addr: addr.to_string(),
+            source,
+        })?;
+    tracing::info!(%addr, "serving {what}");
+    Ok(tokio::spawn(crate::http::serve(listener, route)))
+}
+
+/// Endpoints IPAM says this node holds, whose host interface exists, but of
+/// which the agent has no record (its state directory was lost): recorded
+/// again as ready, so the sweep that follows keeps their routes.
+async fn recover_lost_endpoints(
+    node: &str,
+    allocator: &Allocator<KubeStore>,
+    dp: &DataplaneHandle,
+    endpoints: &SharedEndpoints,
+    records: &EndpointStore,
+) {
+    let blocks: Vec<IPAMBlock> = match allocator.store().list(None).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not list IPAM blocks to recover endpoints");
+            return;
+        }
+    };
+    let known: BTreeSet<EndpointKey> = endpoints
+        .lock()
+        .map(|t| t.iter().map(Endpoint::key).collect())
+        .unwrap_or_default();
+    let links: BTreeSet<String> = dp.link_names().await.into_iter().collect();
+    let mut found: BTreeMap<EndpointKey, Endpoint> = BTreeMap::new();
+    for b in &blocks {
+        let Ok(cidr) = margay_api::net::Cidr::parse_strict(&b.spec.cidr) else {
+            continue;
+        };
+        for a in &b.spec.allocations {
+            if a.node.as_deref().or(b.spec.affine_node()) != Some(node) {
+                continue;
+            }
+            let (Some(key), Some(ns), Some(pod)) =
+                (EndpointKey::parse(&a.handle), &a.namespace, &a.pod)
+            else {
+                continue;
+            };
+            if known.contains(&key) {
+                continue;
+            }
+            let iface = host_interface_name(ns, pod);
+            let Some(ip): Option<IpAddr> = cidr.nth(u128::from(a.ordinal)) else {
+                continue;
+            };
+            if !links.contains(&iface) {
+                continue;
+            }
+            found
+                .entry(key.clone())
+                .or_insert_with(|| Endpoint {
+                    attachment: key.attachment(),
+                    pod: PodRef {
+                        namespace: ns.clone(),
+                        name: pod.clone(),
+                        uid: None,
+                    },
+                    host_interface: iface,
+                    addresses: Vec::new(),
+                    mac: None,
+                    netns: String::new(),
+                    state: EndpointState::Ready,
+                })
+                .addresses
+                .push(ip);
+        }
+    }
+    for (key, e) in found {
+        tracing::warn!(endpoint = key.as_str(), addresses = ?e.addresses, "recovered an endpoint with no record from IPAM and the kernel");
+        if let Err(err) = records.save(&e) {
+            tracing::warn!(endpoint = key.as_str(), error = %err, "could not write the recovered record");
+        }
+        if let Ok(mut t) = endpoints.lock() {
+            t.upsert(e);
+        }
+    }
+}

@@ -1,0 +1,571 @@
+//! What each request does. `Add` allocates through IPAM and records the
+//! endpoint; `Ready` programs it (routes, sysctls) and answers once it is in
+//! the kernel; `Del` releases and forgets (idempotent); `Check`, `Status`,
+//! `Gc` as the protocol describes. Requests for one attachment run one at a
+//! time; requests for different attachments run concurrently.
+
+use crate::calc::addressing::{self, POD_IP_ANNOTATION, POD_IPS_ANNOTATION};
+use crate::calc::endpoints::{Endpoint, EndpointKey, EndpointState};
+use crate::calc::sysctls::is_valid_ifname;
+use crate::dataplane::{DataplaneHandle, SharedEndpoints};
+use crate::datastore::Datastore;
+use crate::endpoint_store::EndpointStore;
+use crate::health::Health;
+use crate::metrics::Metrics;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use margay_api::IPAMBlock;
+use margay_api::endpoint::{
+    Allocation, Attachment, EndpointInfo, GcReport, PodRef, Request, Response, WireError, codes,
+    host_interface_name,
+};
+use margay_ipam::store::kube::KubeStore;
+use margay_ipam::{AddressRequest, AllocateRequest, Allocator, IpamError, IpamStore, StoreError};
+use serde_json::json;
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Everything the handler needs.
+pub struct EndpointHandler {
+    pub node: String,
+    pub client: Client,
+    pub allocator: Allocator<KubeStore>,
+    pub datastore: Datastore,
+    pub endpoints: SharedEndpoints,
+    pub records: EndpointStore,
+    pub dataplane: DataplaneHandle,
+    pub metrics: Metrics,
+    pub health: Health,
+    /// Bound on each API call made while serving a request.
+    pub api_timeout: Duration,
+    locks: Mutex<HashMap<EndpointKey, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+type Result<T> = std::result::Result<T, WireError>;
+
+fn wire(code: u32, msg: impl Into<String>) -> WireError {
+    WireError {
+        code,
+        msg: msg.into(),
+        details: String::new(),
+    }
+}
+
+impl EndpointHandler {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        node: String,
+        client: Client,
+        allocator: Allocator<KubeStore>,
+        datastore: Datastore,
+        endpoints: SharedEndpoints,
+        records: EndpointStore,
+        dataplane: DataplaneHandle,
+        metrics: Metrics,
+        health: Health,
+        api_timeout: Duration,
+    ) -> EndpointHandler {
+        EndpointHandler {
+            node,
+            client,
+            allocator,
+            datastore,
+            endpoints,
+            records,
+            dataplane,
+            metrics,
+            health,
+            api_timeout,
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub async fn handle(&self, req: Request) -> Response {
+        let result = match req {
+            Request::Add {
+                attachment,
+                pod,
+                netns,
+            } => self.add(attachment, pod, netns).await.map(|a| json!(a)),
+            Request::Ready {
+                attachment,
+                pod,
+                host_interface,
+                addresses,
+                mac,
+            } => self
+                .ready(attachment, pod, host_interface, addresses, mac)
+                .await
+                .map(|()| serde_json::Value::Null),
+            Request::Del { attachment, .. } => {
+                self.del(attachment).await.map(|()| serde_json::Value::Null)
+            }
+            Request::Check { attachment, .. } => self.check(attachment).await.map(|i| json!(i)),
+            Request::Status => self.status().map(|()| serde_json::Value::Null),
+            Request::Gc { valid_attachments } => self.gc(valid_attachments).await.map(|r| json!(r)),
+        };
+        match result {
+            Ok(v) => Response::Ok(v),
+            Err(e) => Response::Error(e),
+        }
+    }
+
+    fn require_ready(&self) -> Result<()> {
+        if self.health.is_ready() {
+            Ok(())
+        } else {
+            Err(wire(
+                codes::TRY_AGAIN_LATER,
+                format!(
+                    "margay-agent on node {} is not ready yet ({}); retry shortly",
+                    self.node,
+                    self.health.reason()
+                ),
+            ))
+        }
+    }
+
+    fn key(a: &Attachment) -> Result<EndpointKey> {
+        let key = EndpointKey::of(a);
+        if EndpointKey::parse(key.as_str()).is_none() || !is_valid_ifname(&a.ifname) {
+            return Err(wire(
+                codes::INVALID_ENVIRONMENT,
+                format!(
+                    "CNI_CONTAINERID {:?} / CNI_IFNAME {:?}: the container id must be [A-Za-z0-9_.-]+ and the interface name a Linux interface name",
+                    a.container_id, a.ifname
+                ),
+            ));
+        }
+        Ok(key)
+    }
+
+    async fn lock(&self, key: &EndpointKey) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = {
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            // Drop locks nobody holds or waits for, so the map stays small.
+            locks.retain(|_, m| Arc::strong_count(m) > 1);
+            locks.entry(key.clone()).or_default().clone()
+        };
+        m.lock_owned().await
+    }
+
+    fn table_get(&self, key: &EndpointKey) -> Option<Endpoint> {
+        self.endpoints.lock().ok().and_then(|t| t.get(key).cloned())
+    }
+
+    fn table_put(&self, e: Endpoint) -> Result<()> {
+        self.records.save(&e).map_err(|err| {
+            wire(
+                codes::IO_FAILURE,
+                format!("writing the endpoint record of {}: {err}", e.key().as_str()),
+            )
+        })?;
+        if let Ok(mut t) = self.endpoints.lock() {
+            t.upsert(e);
+        }
+        Ok(())
+    }
+
+    fn table_remove(&self, key: &EndpointKey) -> Result<()> {
+        if let Ok(mut t) = self.endpoints.lock() {
+            t.remove(key);
+        }
+        self.records.remove(key).map_err(|err| {
+            wire(
+                codes::IO_FAILURE,
+                format!("removing the endpoint record of {}: {err}", key.as_str()),
+            )
+        })
+    }
+
+    async fn add(&self, attachment: Attachment, pod: PodRef, netns: String) -> Result<Allocation> {
+        self.require_ready()?;
+        let key = Self::key(&attachment)?;
+        let _guard = self.lock(&key).await;
+        let host_interface = host_interface_name(&pod.namespace, &pod.name);
+        let mtu = self.dataplane.status().mtu;
+        // A retried ADD: same answer, nothing allocated twice.
+        if let Some(e) = self.table_get(&key)
+            && e.pod.namespace == pod.namespace
+            && e.pod.name == pod.name
+        {
+            return Ok(Allocation {
+                addresses: e.address_strings(),
+                host_interface,
+                mtu,
+            });
+        }
+        let want = self.addressing(&pod).await?;
+        let req = AllocateRequest {
+            handle: key.ipam_handle().to_string(),
+            node: self.node.clone(),
+            namespace: Some(pod.namespace.clone()),
+            pod: Some(pod.name.clone()),
+            ipv4: want.ipv4,
+            ipv6: want.ipv6,
+        };
+        let started = Instant::now();
+        let result = self.allocator.allocate(&req).await;
+        self.ipam_metric("allocate", started, result.as_ref().err());
+        let allocation = result.map_err(|e| ipam_wire(&e, &pod))?;
+        let addresses: Vec<IpAddr> = allocation.addresses().collect();
+        let endpoint = Endpoint {
+            attachment: attachment.clone(),
+            pod: pod.clone(),
+            host_interface: host_interface.clone(),
+            addresses,
+            mac: None,
+            netns,
+            state: EndpointState::Allocated,
+        };
+        if let Err(e) = self.table_put(endpoint.clone()) {
+            // Without a record a later DEL still releases by handle, but be tidy.
+            let _ = self
+                .allocator
+                .release_handle(key.ipam_handle(), Some(&self.node))
+                .await;
+            return Err(e);
+        }
+        tracing::info!(endpoint = key.as_str(), pod = %format!("{}/{}", pod.namespace, pod.name), addresses = ?endpoint.addresses, "allocated");
+        Ok(Allocation {
+            addresses: endpoint.address_strings(),
+            host_interface,
+            mtu,
+        })
+    }
+
+    /// What to ask IPAM for, from the pod's and its namespace's annotations.
+    async fn addressing(&self, pod: &PodRef) -> Result<addressing::PodAddressing> {
+        let pod_obj = match self.datastore.pod(&pod.namespace, &pod.name) {
+            Some(p) => Some(p),
+            // Not in the cache yet (the watch event may trail the ADD): ask.
+            None => {
+                let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
+                match tokio::time::timeout(self.api_timeout, api.get_opt(&pod.name)).await {
+                    Ok(Ok(p)) => p.map(Arc::new),
+                    Ok(Err(e)) => {
+                        return Err(wire(
+                            codes::TRY_AGAIN_LATER,
+                            format!(
+                                "reading Pod {}/{} from the API: {e}",
+                                pod.namespace, pod.name
+                            ),
+                        ));
+                    }
+                    Err(_) => {
+                        return Err(wire(
+                            codes::TRY_AGAIN_LATER,
+                            format!(
+                                "reading Pod {}/{}: the API server did not answer within {:?}",
+                                pod.namespace, pod.name, self.api_timeout
+                            ),
+                        ));
+                    }
+                }
+            }
+        };
+        let Some(pod_obj) = pod_obj else {
+            return Err(wire(
+                codes::INVALID_ENVIRONMENT,
+                format!(
+                    "Pod {}/{} (K8S_POD_NAMESPACE/K8S_POD_NAME) does not exist in the API",
+                    pod.namespace, pod.name
+                ),
+            ));
+        };
+        if let (Some(want), Some(have)) = (&pod.uid, &pod_obj.metadata.uid)
+            && want != have
+        {
+            return Err(wire(
+                codes::INVALID_ENVIRONMENT,
+                format!(
+                    "Pod {}/{} has uid {have}, the runtime asked for uid {want} (K8S_POD_UID): the pod was recreated",
+                    pod.namespace, pod.name
+                ),
+            ));
+        }
+        let ns_annotations = self
+            .datastore
+            .namespace(&pod.namespace)
+            .map(|n| n.annotations().clone())
+            .unwrap_or_default();
+        let mut want = addressing::decide(
+            &format!("Pod {}/{}", pod.namespace, pod.name),
+            pod_obj.annotations(),
+            &format!("Namespace {}", pod.namespace),
+            &ns_annotations,
+            &self.datastore.resolved_pools(),
+            &self.datastore.node_labels(&self.node),
+        )
+        .map_err(|e| wire(codes::INVALID_NETWORK_CONFIG, e.to_string()))?;
+        if want.ipv4.is_none() && want.ipv6.is_none() {
+            // No pool selects the node: let IPAM say so in its own words.
+            want.ipv4 = Some(AddressRequest::any());
+        }
+        Ok(want)
+    }
+
+    fn ipam_metric(&self, op: &str, started: Instant, err: Option<&IpamError>) {
+        let result = if err.is_some() { "error" } else { "ok" };
+        self.metrics
+            .ipam_operations
+            .get_or_create(&Metrics::op_result(op, result))
+            .inc();
+        self.metrics
+            .ipam_duration
+            .get_or_create(&Metrics::op(op))
+            .observe(started.elapsed().as_secs_f64());
+        if let Some(e) = err {
+            self.metrics
+                .ipam_errors
+                .get_or_create(&Metrics::op_result(op, ipam_error_kind(e)))
+                .inc();
+        }
+    }
+
+    async fn ready(
+        &self,
+        attachment: Attachment,
+        pod: PodRef,
+        host_interface: String,
+        addresses: Vec<String>,
+        mac: Option<String>,
+    ) -> Result<()> {
+        self.require_ready()?;
+        let key = Self::key(&attachment)?;
+        if !is_valid_ifname(&host_interface) {
+            return Err(wire(
+                codes::INVALID_NETWORK_CONFIG,
+                format!("hostInterface {host_interface:?} is not an interface name"),
+            ));
+        }
+        let mut ips = Vec::new();
+        for a in &addresses {
+            let ip = a
+                .split('/')
+                .next()
+                .unwrap_or(a)
+                .parse::<IpAddr>()
+                .map_err(|_| {
+                    wire(
+                        codes::DECODE_FAILURE,
+                        format!("Ready: address {a:?} is not an IP address with prefix"),
+                    )
+                })?;
+            ips.push(ip);
+        }
+        let _guard = self.lock(&key).await;
+        let Some(mut endpoint) = self.table_get(&key) else {
+            return Err(wire(
+                codes::UNKNOWN_CONTAINER,
+                format!(
+                    "Ready for {}: the agent allocated nothing for this attachment (Add first)",
+                    key.as_str()
+                ),
+            ));
+        };
+        let have: BTreeSet<IpAddr> = endpoint.addresses.iter().copied().collect();
+        let got: BTreeSet<IpAddr> = ips.iter().copied().collect();
+        if have != got {
+            return Err(wire(
+                codes::INVALID_NETWORK_CONFIG,
+                format!(
+                    "Ready for {}: addresses {addresses:?} are not the ones allocated ({:?})",
+                    key.as_str(),
+                    endpoint.address_strings()
+                ),
+            ));
+        }
+        endpoint.host_interface = host_interface;
+        endpoint.mac = mac;
+        endpoint.pod.uid = pod.uid.or(endpoint.pod.uid);
+        endpoint.state = EndpointState::Ready;
+        self.table_put(endpoint.clone())?;
+        let report = self.dataplane.apply().await;
+        if let Some(problem) = report.problem_with(&endpoint.host_interface, &endpoint.addresses) {
+            return Err(wire(
+                codes::IO_FAILURE,
+                format!("programming endpoint {}: {problem}", key.as_str()),
+            ));
+        }
+        self.annotate(&endpoint);
+        tracing::info!(endpoint = key.as_str(), interface = %endpoint.host_interface, "endpoint programmed");
+        Ok(())
+    }
+
+    /// Writes the pod's addresses as annotations, in the background so the
+    /// ADD does not wait for the API.
+    fn annotate(&self, e: &Endpoint) {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &e.pod.namespace);
+        let name = e.pod.name.clone();
+        let ips: Vec<String> = e.addresses.iter().map(|ip| ip.to_string()).collect();
+        let patch = json!({"metadata": {"annotations": {
+            POD_IP_ANNOTATION: ips.first().cloned().unwrap_or_default(),
+            POD_IPS_ANNOTATION: ips.join(","),
+        }}});
+        let metrics = self.metrics.clone();
+        let timeout = self.api_timeout;
+        tokio::spawn(async move {
+            let params = PatchParams::default();
+            let patch = Patch::Merge(&patch);
+            let outcome = tokio::time::timeout(timeout, api.patch(&name, &params, &patch)).await;
+            if !matches!(outcome, Ok(Ok(_))) {
+                metrics.pod_annotation_errors.inc();
+                tracing::warn!(pod = %name, "could not write the pod address annotations");
+            }
+        });
+    }
+
+    async fn del(&self, attachment: Attachment) -> Result<()> {
+        let key = Self::key(&attachment)?;
+        let _guard = self.lock(&key).await;
+        let started = Instant::now();
+        let result = self
+            .allocator
+            .release_handle(key.ipam_handle(), Some(&self.node))
+            .await;
+        self.ipam_metric("release", started, result.as_ref().err());
+        let released = result.map_err(|e| {
+            wire(
+                codes::TRY_AGAIN_LATER,
+                format!("releasing the addresses of {}: {e}", key.as_str()),
+            )
+        })?;
+        let existed = self.table_get(&key).is_some();
+        self.table_remove(&key)?;
+        if existed && self.health.is_ready() {
+            // Removes the route now if the host interface still exists.
+            let _ = self.dataplane.apply().await;
+        }
+        tracing::info!(endpoint = key.as_str(), released = ?released, "deleted");
+        Ok(())
+    }
+
+    async fn check(&self, attachment: Attachment) -> Result<EndpointInfo> {
+        self.require_ready()?;
+        let key = Self::key(&attachment)?;
+        let Some(e) = self.table_get(&key) else {
+            return Err(wire(
+                codes::UNKNOWN_CONTAINER,
+                format!("margay-agent holds no endpoint for {}", key.as_str()),
+            ));
+        };
+        let held = tokio::time::timeout(
+            self.api_timeout,
+            self.allocator
+                .handle_addresses(key.ipam_handle(), &self.node),
+        )
+        .await
+        .map_err(|_| wire(codes::TRY_AGAIN_LATER, "IPAM did not answer in time"))?
+        .map_err(|err| wire(codes::TRY_AGAIN_LATER, format!("reading IPAM: {err}")))?;
+        let held: BTreeSet<IpAddr> = held.into_iter().collect();
+        let want: BTreeSet<IpAddr> = e.addresses.iter().copied().collect();
+        if held != want {
+            return Err(wire(
+                codes::IO_FAILURE,
+                format!(
+                    "endpoint {}: IPAM holds {held:?} for it, the agent recorded {want:?}",
+                    key.as_str()
+                ),
+            ));
+        }
+        Ok(EndpointInfo {
+            addresses: e.address_strings(),
+            host_interface: e.host_interface.clone(),
+        })
+    }
+
+    fn status(&self) -> Result<()> {
+        if self.health.is_ready() {
+            Ok(())
+        } else {
+            Err(wire(
+                codes::PLUGIN_NOT_AVAILABLE,
+                format!(
+                    "margay-agent on node {} is not ready: {}",
+                    self.node,
+                    self.health.reason()
+                ),
+            ))
+        }
+    }
+
+    /// Releases this node's pod allocations whose attachment is not valid.
+    async fn gc(&self, valid: Vec<Attachment>) -> Result<GcReport> {
+        self.require_ready()?;
+        let valid: BTreeSet<EndpointKey> = valid.iter().map(EndpointKey::of).collect();
+        let blocks: Vec<IPAMBlock> = self
+            .allocator
+            .store()
+            .list(None)
+            .await
+            .map_err(|e| wire(codes::TRY_AGAIN_LATER, format!("listing IPAM blocks: {e}")))?;
+        let mut stale: BTreeSet<EndpointKey> = BTreeSet::new();
+        for b in &blocks {
+            let affine = b.spec.affine_node();
+            for a in &b.spec.allocations {
+                let node = a.node.as_deref().or(affine);
+                if node != Some(self.node.as_str()) {
+                    continue;
+                }
+                if let Some(k) = EndpointKey::parse(&a.handle)
+                    && !valid.contains(&k)
+                {
+                    stale.insert(k);
+                }
+            }
+        }
+        // Records whose allocation is already gone are stale too.
+        let recorded: Vec<EndpointKey> = self
+            .endpoints
+            .lock()
+            .map(|t| t.iter().map(Endpoint::key).collect())
+            .unwrap_or_default();
+        stale.extend(recorded.into_iter().filter(|k| !valid.contains(k)));
+        let mut report = GcReport::default();
+        for key in stale {
+            match self.del(key.attachment()).await {
+                Ok(()) => report.released.push(key.as_str().to_string()),
+                Err(e) => {
+                    tracing::warn!(endpoint = key.as_str(), error = %e.msg, "GC could not release")
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn ipam_error_kind(e: &IpamError) -> &'static str {
+    match e {
+        IpamError::Store(StoreError::Unavailable(_)) => "unavailable",
+        IpamError::Store(_) => "store",
+        IpamError::Contention { .. } => "contention",
+        IpamError::Exhausted { .. } | IpamError::NoPool { .. } => "exhausted",
+        IpamError::Corrupt(_) => "corrupt",
+        _ => "request",
+    }
+}
+
+/// Maps an IPAM error to the wire: transient ones are "try again later".
+fn ipam_wire(e: &IpamError, pod: &PodRef) -> WireError {
+    let code = match e {
+        IpamError::Store(_)
+        | IpamError::Contention { .. }
+        | IpamError::Exhausted { .. }
+        | IpamError::NoPool { .. }
+        | IpamError::NodeNotFound(_)
+        | IpamError::AddressCoolingDown { .. } => codes::TRY_AGAIN_LATER,
+        IpamError::Corrupt(_) => codes::IO_FAILURE,
+        _ => codes::INVALID_NETWORK_CONFIG,
+    };
+    wire(
+        code,
+        format!(
+            "allocating addresses for Pod {}/{}: {e}",
+            pod.namespace, pod.name
+        ),
+    )
+}

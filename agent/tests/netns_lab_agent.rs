@@ -1,0 +1,524 @@
+//! `margay-lab up` with agents, driven over the real endpoint socket against
+//! the real API (the lab's emulator): three agents come up ready, a pod goes
+//! through Add / Ready / Del (wired by the test as the CNI plugin would), a
+//! route deleted by hand is repaired, and an agent killed with SIGKILL and
+//! started again leaves the pod's route untouched and adopts it.
+//!
+//! Needs the `margay-lab` and `margay-agent` binaries built
+//! (`cargo build -p margay-lab -p margay-agent`; `make test` does).
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams};
+use margay_agent::calc::ROUTE_PROTOCOL;
+use margay_agent::endpoint_service::call;
+use margay_api::endpoint::{
+    Allocation, Attachment, EndpointInfo, PodRef, Request, Response, codes, host_interface_name,
+};
+use margay_api::{IPAMBlock, net::Cidr};
+use margay_lab::netns::Netns;
+use margay_lab::topology::netns_prefix;
+use margay_lab::{Lab, LabGuard, UpOptions};
+use serde_json::json;
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn up(dir: &Path, nodes: usize) -> LabGuard {
+    let mut opts = UpOptions::new(dir);
+    opts.nodes = nodes;
+    LabGuard::up(&opts).unwrap()
+}
+
+async fn client(lab: &Lab) -> kube::Client {
+    margay_lab::nodes::client(&lab.kubeconfig().unwrap())
+        .await
+        .unwrap()
+}
+
+async fn create_pod(client: &kube::Client, ns: &str, name: &str, node: &str) -> Pod {
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "none"}]},
+    }))
+    .unwrap();
+    Api::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap()
+}
+
+fn attachment(cid: &str) -> Attachment {
+    Attachment {
+        container_id: cid.into(),
+        ifname: "eth0".into(),
+    }
+}
+
+fn pod_ref(ns: &str, name: &str) -> PodRef {
+    PodRef {
+        namespace: ns.into(),
+        name: name.into(),
+        uid: None,
+    }
+}
+
+async fn ok(socket: &Path, req: Request) -> serde_json::Value {
+    match call(socket, &req).await.unwrap() {
+        Response::Ok(v) => v,
+        Response::Error(e) => panic!("{req:?} failed: {e:?}"),
+    }
+}
+
+/// Wires the pod the way the plugin does: veth (host side `host_if`, pod side
+/// eth0), the /32, and the default route via 169.254.1.1.
+fn wire(node: &Netns, pod_netns: &str, host_if: &str, ip: IpAddr) -> Netns {
+    let pod = Netns::create(pod_netns).unwrap();
+    margay_lab::netns::veth(node, host_if, &pod, "eth0").unwrap();
+    pod.ip(&["link", "set", "lo", "up"]).unwrap();
+    pod.ip(&["addr", "add", &format!("{ip}/32"), "dev", "eth0"])
+        .unwrap();
+    pod.ip(&[
+        "route",
+        "add",
+        "169.254.1.1",
+        "dev",
+        "eth0",
+        "scope",
+        "link",
+    ])
+    .unwrap();
+    pod.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        "169.254.1.1",
+        "dev",
+        "eth0",
+    ])
+    .unwrap();
+    pod
+}
+
+fn our_routes(node: &Netns) -> Vec<String> {
+    node.ip(&["-o", "route", "show", "proto", &ROUTE_PROTOCOL.to_string()])
+        .unwrap()
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+fn pings(from: &Netns, to: &str) -> bool {
+    from.command("ping")
+        .args(["-c", "1", "-W", "2", to])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+async fn until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Every (handle, address) IPAM holds.
+async fn allocations(client: &kube::Client) -> Vec<(String, IpAddr)> {
+    let blocks: Vec<IPAMBlock> = Api::<IPAMBlock>::all(client.clone())
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    let mut out = Vec::new();
+    for b in blocks {
+        let cidr = Cidr::parse_strict(&b.spec.cidr).unwrap();
+        for a in &b.spec.allocations {
+            out.push((a.handle.clone(), cidr.nth(u128::from(a.ordinal)).unwrap()));
+        }
+    }
+    out
+}
+
+fn metrics(node: &Netns) -> String {
+    node.run(
+        "curl",
+        &["-sf", "--max-time", "5", "http://127.0.0.1:9091/metrics"],
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_starts_ready_agents_and_a_pod_goes_through_add_ready_del() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = up(dir.path(), 3);
+    for node in lab.node_names() {
+        let files = lab.node_files(&node).unwrap();
+        assert!(lab.agent_pid(&node).unwrap().is_some(), "{node}: no agent");
+        assert_eq!(
+            ok(&files.cni_socket, Request::Status).await,
+            serde_json::Value::Null
+        );
+        let conflist: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(files.cni_conf_dir.join("10-margay.conflist")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(conflist["plugins"][0]["type"], "margay");
+        assert_eq!(
+            conflist["plugins"][0]["socket"],
+            files.cni_socket.display().to_string()
+        );
+        let readyz = lab
+            .netns(&node)
+            .unwrap()
+            .run(
+                "curl",
+                &["-sf", "--max-time", "5", "http://127.0.0.1:9099/readyz"],
+            )
+            .unwrap();
+        assert_eq!(readyz.trim(), "ok");
+    }
+
+    let kube = client(&lab).await;
+    create_pod(&kube, "default", "web-1", "node1").await;
+    let node1 = lab.netns("node1").unwrap();
+    let socket = lab.node_files("node1").unwrap().cni_socket;
+    let att = attachment("c0ffee01");
+
+    // Add: an address from the default pool, the host interface name, the MTU.
+    let add = Request::Add {
+        attachment: att.clone(),
+        pod: pod_ref("default", "web-1"),
+        netns: "/run/netns/x".into(),
+    };
+    let alloc: Allocation = serde_json::from_value(ok(&socket, add.clone()).await).unwrap();
+    assert_eq!(
+        alloc.host_interface,
+        host_interface_name("default", "web-1")
+    );
+    assert_eq!(alloc.mtu, 1500, "the lab's uplink MTU");
+    assert_eq!(alloc.addresses.len(), 1, "{alloc:?}");
+    let ip: IpAddr = alloc.addresses[0].trim_end_matches("/32").parse().unwrap();
+    assert!(Cidr::parse_strict("10.244.0.0/16").unwrap().contains(ip));
+    // A retried Add gives the same answer and allocates nothing more.
+    let again: Allocation = serde_json::from_value(ok(&socket, add).await).unwrap();
+    assert_eq!(again, alloc);
+    let held: Vec<_> = allocations(&kube).await;
+    assert_eq!(held, vec![("c0ffee01/eth0".to_string(), ip)]);
+
+    // Ready: route with our protocol, sysctls, and the pod reaches its node.
+    let pod_ns = wire(
+        &node1,
+        &format!("{}pod-web-1", netns_prefix(&lab.plan().id)),
+        &alloc.host_interface,
+        ip,
+    );
+    ok(
+        &socket,
+        Request::Ready {
+            attachment: att.clone(),
+            pod: pod_ref("default", "web-1"),
+            host_interface: alloc.host_interface.clone(),
+            addresses: alloc.addresses.clone(),
+            mac: None,
+        },
+    )
+    .await;
+    assert_eq!(
+        our_routes(&node1),
+        vec![format!("{ip} dev {} scope link", alloc.host_interface)]
+    );
+    let proxy_arp = node1
+        .run(
+            "sysctl",
+            &[
+                "-n",
+                &format!("net.ipv4.conf.{}.proxy_arp", alloc.host_interface),
+            ],
+        )
+        .unwrap();
+    assert_eq!(proxy_arp.trim(), "1");
+    let node1_ip = lab.node("node1").unwrap().ipv4.to_string();
+    assert!(pings(&pod_ns, &node1_ip), "the pod cannot reach its node");
+
+    // The pod's addresses are written where users look for them.
+    let pods: Api<Pod> = Api::namespaced(kube.clone(), "default");
+    until("the podIPs annotation", async || {
+        let p = pods.get("web-1").await.unwrap();
+        p.metadata
+            .annotations
+            .unwrap_or_default()
+            .get("margay.dev/podIPs")
+            == Some(&ip.to_string())
+    })
+    .await;
+
+    // Check answers what the agent holds.
+    let info: EndpointInfo = serde_json::from_value(
+        ok(
+            &socket,
+            Request::Check {
+                attachment: att.clone(),
+                pod: pod_ref("default", "web-1"),
+            },
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(info.addresses, alloc.addresses);
+
+    // A route deleted by hand comes back within moments.
+    node1.ip(&["route", "del", &format!("{ip}/32")]).unwrap();
+    until("the route to be repaired", async || {
+        !our_routes(&node1).is_empty()
+    })
+    .await;
+    assert!(pings(&pod_ns, &node1_ip));
+
+    let m = metrics(&node1);
+    assert!(
+        m.contains("margay_cni_requests_total{op=\"add\",result=\"ok\"} 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("margay_ipam_operations_total{op=\"allocate\",result=\"ok\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("margay_active_local_endpoints 1"), "{m}");
+
+    // Del: released, route gone, idempotent, unknown attachments succeed.
+    node1.ip(&["link", "del", &alloc.host_interface]).unwrap();
+    ok(
+        &socket,
+        Request::Del {
+            attachment: att.clone(),
+            pod: None,
+        },
+    )
+    .await;
+    assert!(allocations(&kube).await.is_empty());
+    assert!(our_routes(&node1).is_empty());
+    ok(
+        &socket,
+        Request::Del {
+            attachment: att.clone(),
+            pod: None,
+        },
+    )
+    .await;
+    ok(
+        &socket,
+        Request::Del {
+            attachment: attachment("never-seen"),
+            pod: None,
+        },
+    )
+    .await;
+    match call(
+        &socket,
+        &Request::Check {
+            attachment: att,
+            pod: pod_ref("default", "web-1"),
+        },
+    )
+    .await
+    .unwrap()
+    {
+        Response::Error(e) => assert_eq!(e.code, codes::UNKNOWN_CONTAINER),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// `ip monitor route` in a namespace, recording what it sees.
+struct RouteMonitor {
+    child: Child,
+    out: std::path::PathBuf,
+}
+
+impl RouteMonitor {
+    fn start(ns: &Netns, dir: &Path) -> RouteMonitor {
+        let out = dir.join("monitor.log");
+        let child = Command::new("ip")
+            .args(["-n", ns.name(), "monitor", "route"])
+            .stdout(Stdio::from(std::fs::File::create(&out).unwrap()))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let m = RouteMonitor { child, out };
+        m.wait_subscribed(ns);
+        m
+    }
+
+    /// Changes a sentinel route until the monitor reports it: from then on
+    /// it sees every change.
+    fn wait_subscribed(&self, ns: &Netns) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let _ = ns.ip(&["route", "replace", "10.255.255.1/32", "dev", "lo"]);
+            let _ = ns.ip(&["route", "del", "10.255.255.1/32", "dev", "lo"]);
+            if self.text().contains("10.255.255.1") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "ip monitor did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn text(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+}
+
+impl Drop for RouteMonitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_restarts_without_touching_pod_routes_and_a_stopped_one_refuses_adds() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = up(dir.path(), 1);
+    let kube = client(&lab).await;
+    let node1 = lab.netns("node1").unwrap();
+    let socket = lab.node_files("node1").unwrap().cni_socket;
+    create_pod(&kube, "default", "db-0", "node1").await;
+    let att = attachment("feed01");
+    let alloc: Allocation = serde_json::from_value(
+        ok(
+            &socket,
+            Request::Add {
+                attachment: att.clone(),
+                pod: pod_ref("default", "db-0"),
+                netns: String::new(),
+            },
+        )
+        .await,
+    )
+    .unwrap();
+    let ip: IpAddr = alloc.addresses[0].trim_end_matches("/32").parse().unwrap();
+    let pod_ns = wire(
+        &node1,
+        &format!("{}pod-db-0", netns_prefix(&lab.plan().id)),
+        &alloc.host_interface,
+        ip,
+    );
+    ok(
+        &socket,
+        Request::Ready {
+            attachment: att.clone(),
+            pod: pod_ref("default", "db-0"),
+            host_interface: alloc.host_interface.clone(),
+            addresses: alloc.addresses.clone(),
+            mac: None,
+        },
+    )
+    .await;
+    let routes = our_routes(&node1);
+    assert_eq!(routes.len(), 1);
+
+    let mon_dir = tempfile::tempdir().unwrap();
+    let monitor = RouteMonitor::start(&node1, mon_dir.path());
+    let old_pid = lab.agent_pid("node1").unwrap().unwrap();
+    lab.kill_agent("node1").unwrap();
+    assert!(lab.agent_pid("node1").unwrap().is_none());
+    // A stale route of ours, as if an endpoint was deleted while no agent ran.
+    let stale = "10.244.250.250";
+    node1
+        .ip(&[
+            "route",
+            "add",
+            &format!("{stale}/32"),
+            "dev",
+            &alloc.host_interface,
+            "proto",
+            &ROUTE_PROTOCOL.to_string(),
+            "scope",
+            "link",
+        ])
+        .unwrap();
+    // While it is down: the pod still works, and an ADD fails fast and clearly.
+    assert!(pings(&pod_ns, &lab.node("node1").unwrap().ipv4.to_string()));
+    assert!(
+        call(&socket, &Request::Status).await.is_err(),
+        "nobody should answer on the socket"
+    );
+
+    let new_pid = lab.start_agent("node1").unwrap();
+    assert_ne!(new_pid, old_pid);
+    // Ready means caches synced and the first sweep done: the stale route is
+    // gone, the pod's route was never touched.
+    assert_eq!(our_routes(&node1), routes);
+    let seen = {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let t = monitor.text();
+            if t.contains(stale) || Instant::now() > deadline {
+                break t;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    assert!(seen.contains(stale), "the sweep was not seen: {seen}");
+    assert!(
+        !seen.contains(&format!("{ip} ")),
+        "the pod's route flapped: {seen}"
+    );
+    assert!(pings(&pod_ns, &lab.node("node1").unwrap().ipv4.to_string()));
+
+    // The restarted agent knows the endpoint (adopted from its records).
+    let info: EndpointInfo = serde_json::from_value(
+        ok(
+            &socket,
+            Request::Check {
+                attachment: att.clone(),
+                pod: pod_ref("default", "db-0"),
+            },
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(info.addresses, alloc.addresses);
+
+    // Its record lost too: recovered from IPAM and the kernel, still untouched.
+    lab.stop_agent("node1").unwrap();
+    std::fs::remove_dir_all(lab.node_files("node1").unwrap().agent_dir.join("endpoints")).unwrap();
+    lab.start_agent("node1").unwrap();
+    assert_eq!(our_routes(&node1), routes);
+    ok(
+        &socket,
+        Request::Check {
+            attachment: att.clone(),
+            pod: pod_ref("default", "db-0"),
+        },
+    )
+    .await;
+    assert!(
+        !monitor.text().contains(&format!("{ip} ")),
+        "the pod's route flapped: {}",
+        monitor.text()
+    );
+
+    // A stopped agent: an ADD cannot even connect (the plugin reports it), and nothing is allocated.
+    lab.stop_agent("node1").unwrap();
+    create_pod(&kube, "default", "late", "node1").await;
+    let before = allocations(&kube).await;
+    assert!(
+        call(
+            &socket,
+            &Request::Add {
+                attachment: attachment("late01"),
+                pod: pod_ref("default", "late"),
+                netns: String::new()
+            }
+        )
+        .await
+        .is_err()
+    );
+    assert_eq!(allocations(&kube).await, before);
+}
