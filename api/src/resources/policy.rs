@@ -122,8 +122,7 @@ pub struct GlobalNetworkPolicySpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "has(self.action)", "message": "action is required: one of Allow, Deny, Pass, Log"},
-    {"rule": "!has(self.icmp) || (has(self.protocol) && (self.protocol == 'ICMP' || self.protocol == 'ICMPv6' || self.protocol == 1 || self.protocol == 58))", "message": "icmp needs protocol ICMP or ICMPv6"}
+    {"rule": "has(self.action)", "message": "action is required: one of Allow, Deny, Pass, Log"}
 ]))]
 pub struct GlobalRule {
     pub action: Option<RuleAction>,
