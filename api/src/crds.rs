@@ -3,12 +3,11 @@
 //! `UPDATE_CRDS=1 cargo nextest run -p margay-api crd` rewrites them, and the
 //! same test fails when they drift.
 
-use crate::resources::{agent, bgp, ipam, ippool};
+use crate::resources::{agent, bgp, ipam, ippool, policy};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-/// Every CRD Margay installs, in a stable order. (`GlobalNetworkPolicy` is
-/// added by the policy work.)
+/// Every CRD Margay installs, in a stable order.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
     vec![
         agent::AgentConfiguration::crd(),
@@ -19,6 +18,7 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
         ipam::IPAMConfiguration::crd(),
         ipam::IPAMHandle::crd(),
         ippool::IPPool::crd(),
+        policy::GlobalNetworkPolicy::crd(),
     ]
 }
 

@@ -3,7 +3,7 @@
 //!
 //! - [`resources`]: the kinds (`IPPool`, `IPAMBlock`, `BlockAffinity`,
 //!   `IPAMHandle`, `IPAMConfiguration`, `BGPConfiguration`, `BGPPeer`,
-//!   `AgentConfiguration`), each with `validate_*` and defaults;
+//!   `AgentConfiguration`, `GlobalNetworkPolicy`), each with `validate_*` and defaults;
 //! - [`selector`]: one selector engine for selector strings and `LabelSelector`s;
 //! - [`net`]: CIDRs; [`names`]: derived object names;
 //! - [`crds`]: the generated CustomResourceDefinitions;
@@ -31,5 +31,9 @@ pub use resources::ipam::{
     IPAMConfiguration, IPAMConfigurationSpec, IPAMHandle, IPAMHandleSpec, ResolvedIpamConfig,
 };
 pub use resources::ippool::{EncapMode, IPPool, IPPoolSpec, ResolvedPool};
+pub use resources::policy::{
+    EntityRule, GlobalNetworkPolicy, GlobalNetworkPolicySpec, GlobalRule, IcmpMatch, PolicyType,
+    PortSpec, Protocol, RuleAction, validate_global_network_policy,
+};
 pub use selector::{Expr, Labels, Selector, SelectorError};
 pub use validate::{FieldError, ValidationError};

@@ -113,6 +113,7 @@ pub const RUST_ONLY_CHECKS: &[&str] = &[
     "BGPPeer: peerIP with [v6]:port parsing, exactly one of peerIP/peerSelector, node and nodeSelector exclusive, asNumber required with peerIP and forbidden with peerSelector, selectors parse, keepaliveTime range",
     "AgentConfiguration: name is `default` or `node.<nodename>`, durations in range",
     "IPAMConfiguration / BGPConfiguration: name must be `default`",
+    "GlobalNetworkPolicy: selectors parse, protocol names/numbers, ports/ranges/port names (named ports in destination.ports only), ports only with TCP/UDP/SCTP/UDPLite, ICMP family vs ipVersion, nets/notNets are CIDRs without host bits and of one family, rules only for listed types",
 ];
 
 /// The AS number range, for messages.

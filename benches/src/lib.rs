@@ -12,6 +12,7 @@ pub mod cni;
 pub mod figure;
 pub mod ipam;
 pub mod iperf;
+pub mod policy;
 pub mod report;
 
 use std::path::PathBuf;
@@ -43,5 +44,7 @@ pub fn registry() -> Vec<Benchmark> {
         apiserver::benchmark(),
         ipam::benchmark(),
         cni::benchmark(),
+        policy::programming(),
+        policy::throughput(),
     ]
 }

@@ -1,4 +1,24 @@
-//! Policy compilation: NetworkPolicy and GlobalNetworkPolicy into one IR, read by
-//! the nftables renderer and by the evaluator behind `policy explain`.
+//! Policy compilation: Kubernetes NetworkPolicy and Margay GlobalNetworkPolicy
+//! compiled into one IR ([`ir`]), read by the nftables renderer ([`nft`]) and
+//! by the evaluator ([`eval`]) behind `margayctl policy explain`: what we
+//! explain is what we enforce.
 //!
-//! Empty so far; the policy issue fills it.
+//! - [`model`]: inputs besides policies (namespaces, pods, local endpoints);
+//! - [`translate`]: one policy → chains over set keys (upstream NetworkPolicy
+//!   semantics; GlobalNetworkPolicy as in ADR 0003);
+//! - [`compiler`]: inputs → [`ir::Ir`], incrementally, with a [`ir::Delta`]
+//!   per change;
+//! - [`eval`]: is this packet allowed, and by which rule;
+//! - [`nft`]: the IR as an `inet margay` nftables table, and the kernel
+//!   backend (libnftables in-process, ADR 0004).
+
+pub mod compiler;
+pub mod eval;
+pub mod ir;
+pub mod model;
+pub mod nft;
+pub mod translate;
+
+pub use compiler::Compiler;
+pub use ir::{Delta, Direction, Ir, PolicyRef};
+pub use model::{LocalEndpoint, NamedPort, Namespace, Pod, PodKey};

@@ -9,6 +9,7 @@ pub mod agent;
 pub mod bgp;
 pub mod ipam;
 pub mod ippool;
+pub mod policy;
 
 use crate::validate::Problems;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;

@@ -1,0 +1,376 @@
+//! Policy dataplane benchmarks:
+//! - `nft-programming`: how fast rules reach the kernel — libnftables
+//!   in-process (what Margay uses) against forking `nft` per call, for
+//!   single-element transactions and a full 10 000-rule table load; and an
+//!   element-level set update against a policy-chain rewrite in that table;
+//! - `policy-throughput`: pod-to-pod TCP throughput with 10 000 rules in
+//!   force (Margay's table: verdict-map dispatch, sets, conntrack first)
+//!   against no rules, and against the same number of rules as one linear
+//!   chain evaluated per packet (iptables style), in the same run.
+
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use margay_lab::handwired;
+use margay_lab::netns::{Netns, NetnsGuard};
+use margay_policy::nft::{Nft, NftDataplane, Renderer};
+use margay_policy::{Compiler, LocalEndpoint, NamedPort, Namespace, Pod, PodKey};
+
+use crate::figure::{Better, Figure, Goal, Measure, median};
+use crate::iperf::{IperfServer, tcp_throughput};
+use crate::{Benchmark, Context};
+
+pub fn programming() -> Benchmark {
+    Benchmark {
+        name: "nft-programming",
+        about: "nftables programming: libnftables in-process vs forking nft; element update vs chain rewrite",
+        run: run_programming,
+    }
+}
+
+pub fn throughput() -> Benchmark {
+    Benchmark {
+        name: "policy-throughput",
+        about: "pod-to-pod TCP throughput with 10 000 policy rules in force vs none vs a 10 000-rule linear chain",
+        run: run_throughput,
+    }
+}
+
+fn netns_path(ns: &Netns) -> PathBuf {
+    PathBuf::from("/run/netns").join(ns.name())
+}
+
+/// A compiler holding `policies` NetworkPolicies of 10 rules each (×2
+/// families = 20 nft rules a policy), over `endpoints` local endpoints.
+fn big_cluster(policies: usize, endpoints: usize) -> anyhow::Result<Compiler> {
+    let mut c = Compiler::new();
+    c.upsert_namespace(Namespace::new("bench", Default::default()));
+    for i in 0..endpoints {
+        let mut p = Pod::new("bench", &format!("p{i}"));
+        p.labels.insert("app".into(), format!("a{i}"));
+        p.ips = vec![format!("10.{}.{}.{}", 100 + i / 65536, (i / 256) % 256, i % 256).parse()?];
+        p.named_ports = vec![NamedPort {
+            name: "http".into(),
+            protocol: 6,
+            port: 8080,
+        }];
+        c.upsert_pod(p);
+        c.upsert_local_endpoint(LocalEndpoint {
+            pod: PodKey::new("bench", format!("p{i}")),
+            interface: format!("mgyz{i:07}"),
+        });
+    }
+    for i in 0..policies {
+        let rules: Vec<serde_json::Value> = (0..10)
+            .map(|k| {
+                serde_json::json!({
+                    "from": [{"podSelector": {"matchLabels": {"app": format!("a{}", (i + k + 1) % endpoints)}}}],
+                    "ports": [{"port": 1000 + k}]
+                })
+            })
+            .collect();
+        let np: NetworkPolicy = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("np{i}"), "namespace": "bench"},
+            "spec": {"podSelector": {"matchLabels": {"app": format!("a{}", i % endpoints)}}, "ingress": rules}
+        }))?;
+        c.upsert_network_policy(&np)?;
+    }
+    Ok(c)
+}
+
+/// Run `f` on a thread inside the namespace at `ns`.
+fn in_netns<T: Send + 'static>(
+    ns: &Path,
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let ns = ns.to_path_buf();
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&ns)?;
+        // SAFETY: setns on a valid namespace fd; affects this thread only.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!(
+                "setns {}: {}",
+                ns.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        f()
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("netns thread panicked"))?
+}
+
+/// `nft CMD` as a process in the namespace; the cost the `nftables` crate's
+/// JSON path pays per call.
+fn nft_fork(ns: &Path, cmds: Vec<String>) -> anyhow::Result<f64> {
+    in_netns(ns, move || {
+        let t = Instant::now();
+        for c in &cmds {
+            let out = Command::new("nft").arg(c).output().context("running nft")?;
+            if !out.status.success() {
+                bail!("nft {c}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        Ok(t.elapsed().as_secs_f64())
+    })
+}
+
+fn run_programming(ctx: &Context) -> anyhow::Result<Vec<Figure>> {
+    let ns = NetnsGuard::create_unique("mgy-bench-nft")?;
+    let path = netns_path(&ns);
+    let nft = Nft::open_in_netns(&path)?;
+    nft.run("add table inet b\nadd set inet b s { type ipv4_addr; }")?;
+    let n = if ctx.quick { 200 } else { 1000 };
+    let forks = if ctx.quick { 50 } else { 200 };
+    // 1. One element per transaction.
+    let t = Instant::now();
+    for i in 0..n {
+        nft.run(&format!(
+            "add element inet b s {{ 10.1.{}.{} }}",
+            i / 256,
+            i % 256
+        ))?;
+    }
+    let lib_per_op = t.elapsed().as_secs_f64() / n as f64;
+    let fork_cmds: Vec<String> = (0..forks)
+        .map(|i| format!("add element inet b s {{ 10.2.{}.{} }}", i / 256, i % 256))
+        .collect();
+    let fork_per_op = nft_fork(&path, fork_cmds)? / forks as f64;
+
+    // 2. A full table of 10 000 rules (500 policies × 10 rules × 2 families).
+    let c = big_cluster(500, 1000)?;
+    let renderer = Renderer::default();
+    let script = renderer.full(c.ir());
+    let rules = c.ir().rule_count();
+    let mut dp = NftDataplane::new(Nft::open_in_netns(&path)?, Renderer::default());
+    let t = Instant::now();
+    dp.apply_full(c.ir())?;
+    let lib_full = t.elapsed().as_secs_f64();
+    let file = ctx.work_dir.join("full.nft");
+    std::fs::write(&file, &script)?;
+    let fpath = file.clone();
+    let fork_full = in_netns(&path, move || {
+        let t = Instant::now();
+        let out = Command::new("nft").arg("-f").arg(&fpath).output()?;
+        if !out.status.success() {
+            bail!("nft -f: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(t.elapsed().as_secs_f64())
+    })?;
+
+    // 3. In that table: a pod label change (element-level delta) vs a
+    // policy change (one policy chain rewritten).
+    dp.apply_full(c.ir())?;
+    let mut c = c;
+    let rounds = if ctx.quick { 50 } else { 200 };
+    let mut elem = Vec::new();
+    let mut elem_lib = Vec::new();
+    let mut chain = Vec::new();
+    for r in 0..rounds {
+        // A pod on another node moving in and out of a selector: only set
+        // elements change here.
+        let mut p = Pod::new("bench", "remote");
+        p.ips = vec!["10.200.0.7".parse()?];
+        p.labels.insert(
+            "app".into(),
+            if r % 2 == 0 {
+                "a7".into()
+            } else {
+                "none".into()
+            },
+        );
+        let d = c.upsert_pod(p);
+        if !d.elements_only() {
+            bail!("a label change produced more than element changes: {d:?}");
+        }
+        let t = Instant::now();
+        dp.apply_delta(c.ir(), &d)?;
+        elem.push(t.elapsed().as_secs_f64() * 1e3);
+        // The same kind of change through libnftables (text, one batch).
+        let verb = if r % 2 == 0 { "add" } else { "delete" };
+        let t = Instant::now();
+        dp.nft()
+            .run(&format!("{verb} element inet b s {{ 10.3.0.1 }}"))?;
+        elem_lib.push(t.elapsed().as_secs_f64() * 1e3);
+        let np: NetworkPolicy = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "np3", "namespace": "bench"},
+            "spec": {"podSelector": {"matchLabels": {"app": "a3"}}, "ingress": (0..10).map(|k| serde_json::json!({
+                "from": [{"podSelector": {"matchLabels": {"app": format!("a{}", (4 + k) % 1000)}}}],
+                "ports": [{"port": 1000 + k + (r % 2) as usize}]
+            })).collect::<Vec<_>>()}
+        }))?;
+        let d = c.upsert_network_policy(&np)?;
+        let t = Instant::now();
+        dp.apply_delta(c.ir(), &d)?;
+        chain.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    if dp.reconcile(c.ir())?.changed_anything() {
+        bail!("deltas left the kernel differing from the IR");
+    }
+    Ok(vec![
+        Figure::new(
+            "one set element, one transaction",
+            Measure::new("libnftables in-process", lib_per_op * 1e3, "ms"),
+            Measure::new("fork nft per call", fork_per_op * 1e3, "ms"),
+            Better::Lower,
+        ),
+        Figure::new(
+            format!(
+                "full table load ({rules} rules, {} sets)",
+                c.ir().sets.len()
+            ),
+            Measure::new("libnftables in-process", lib_full * 1e3, "ms"),
+            Measure::new("nft -f (one fork)", fork_full * 1e3, "ms"),
+            Better::Lower,
+        ),
+        Figure::new(
+            "one set element, in a 10 000-rule ruleset (median)",
+            Measure::new(
+                "raw netlink batch (Margay's element path)",
+                median(&mut elem),
+                "ms",
+            ),
+            Measure::new("libnftables in-process", median(&mut elem_lib), "ms"),
+            Better::Lower,
+        ),
+        Figure::new(
+            "pod label change vs policy change, in a 10 000-rule table (median)",
+            Measure::new("element-level set update", median(&mut elem), "ms"),
+            Measure::new("policy chain rewrite (10 rules)", median(&mut chain), "ms"),
+            Better::Lower,
+        ),
+    ])
+}
+
+fn run_throughput(ctx: &Context) -> anyhow::Result<Vec<Figure>> {
+    let node = NetnsGuard::create_unique("mgy-bench-node")?;
+    node.sysctls(&[("net.ipv4.ip_forward", "1")])?;
+    for args in [
+        &[
+            "link", "add", "upl0", "type", "veth", "peer", "name", "upl1",
+        ][..],
+        &["link", "set", "upl0", "up"],
+        &["link", "set", "upl1", "up"],
+        &["route", "add", "default", "dev", "upl0"],
+    ] {
+        node.ip(args)?;
+    }
+    let client_if = margay_api::endpoint::host_interface_name("bench", "client");
+    let server_if = margay_api::endpoint::host_interface_name("bench", "server");
+    let (cip, sip) = ("10.99.0.2", "10.99.0.3");
+    let client = handwired::wire_pod(
+        &node,
+        &margay_lab::netns::unique_name("mgy-bench-c"),
+        &client_if,
+        cip.parse()?,
+    )?;
+    let _client_guard = Owned(client.netns.clone());
+    let server = handwired::wire_pod(
+        &node,
+        &margay_lab::netns::unique_name("mgy-bench-s"),
+        &server_if,
+        sip.parse()?,
+    )?;
+    let _server_guard = Owned(server.netns.clone());
+
+    // Margay's table: 10 000 rules of 500 policies on 1000 other endpoints,
+    // plus the server's own policy (allow from the client, port 5201).
+    let mut c = big_cluster(500, 1000)?;
+    for (name, ip, iface) in [("client", cip, &client_if), ("server", sip, &server_if)] {
+        let mut p = Pod::new("bench", name);
+        p.labels.insert("app".into(), name.into());
+        p.ips = vec![ip.parse()?];
+        c.upsert_pod(p);
+        c.upsert_local_endpoint(LocalEndpoint {
+            pod: PodKey::new("bench", name),
+            interface: iface.clone(),
+        });
+    }
+    let np: NetworkPolicy = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "server", "namespace": "bench"},
+        "spec": {"podSelector": {"matchLabels": {"app": "server"}},
+                 "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}], "ports": [{"port": 5201}]}]}
+    }))?;
+    c.upsert_network_policy(&np)?;
+    let rules = c.ir().rule_count();
+    let mut dp = NftDataplane::new(Nft::open_in_netns(&netns_path(&node))?, Renderer::default());
+
+    // The comparator: the same number of rules in one chain, evaluated for
+    // every packet, none matching before the final accept.
+    let mut linear = String::from(
+        "add table ip linear\nadd chain ip linear forward { type filter hook forward priority 0; policy accept; }\n",
+    );
+    for i in 0..rules {
+        linear.push_str(&format!(
+            "add rule ip linear forward ip saddr 172.16.{}.{} ip daddr {sip} tcp dport {} accept\n",
+            (i / 256) % 256,
+            i % 256,
+            1000 + i % 1000
+        ));
+    }
+    linear.push_str("add rule ip linear forward accept\n");
+    let nft = Nft::open_in_netns(&netns_path(&node))?;
+
+    let _srv = IperfServer::start(&server.netns, 5201)?;
+    let (rounds, secs) = if ctx.quick { (1, 2) } else { (3, 4) };
+    // Connection tracking alone (what any stateful policy, and kube-proxy,
+    // turns on): separates its cost from the cost of Margay's rules.
+    let ct_only = "add table inet ctonly\nadd chain inet ctonly forward { type filter hook forward priority 0; policy accept; }\nadd rule inet ctonly forward ct state established,related accept\n";
+    let (mut none, mut margay, mut chain, mut ct) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let to: IpAddr = sip.parse()?;
+    for _ in 0..rounds {
+        nft.run("flush ruleset")?;
+        none.push(tcp_throughput(&client.netns, to, 5201, secs)? / 1e9);
+        nft.run(ct_only)?;
+        ct.push(tcp_throughput(&client.netns, to, 5201, secs)? / 1e9);
+        nft.run("flush ruleset")?;
+        dp.apply_full(c.ir())?;
+        margay.push(tcp_throughput(&client.netns, to, 5201, secs)? / 1e9);
+        nft.run("flush ruleset")?;
+        nft.run(&linear)?;
+        chain.push(tcp_throughput(&client.netns, to, 5201, secs)? / 1e9);
+    }
+    let (m, n, l, k) = (
+        median(&mut margay),
+        median(&mut none),
+        median(&mut chain),
+        median(&mut ct),
+    );
+    Ok(vec![
+        Figure::new(
+            format!("pod-to-pod TCP with {rules} rules in force vs none"),
+            Measure::new("Margay table", m, "Gbit/s"),
+            Measure::new("no rules", n, "Gbit/s"),
+            Better::Higher,
+        )
+        .with_goal(Goal::Ratio(0.95)),
+        Figure::new(
+            format!("pod-to-pod TCP, {rules} rules: Margay vs linear chain"),
+            Measure::new("Margay table", m, "Gbit/s"),
+            Measure::new("linear chain, per packet", l, "Gbit/s"),
+            Better::Higher,
+        )
+        .with_goal(Goal::Ratio(5.0)),
+        Figure::new(
+            format!("pod-to-pod TCP, {rules} rules vs connection tracking alone"),
+            Measure::new("Margay table", m, "Gbit/s"),
+            Measure::new("ct state rule only", k, "Gbit/s"),
+            Better::Higher,
+        ),
+    ])
+}
+
+/// Deletes a pod namespace created by `handwired` when dropped.
+struct Owned(Netns);
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        let _ = self.0.delete();
+    }
+}
