@@ -522,3 +522,171 @@ async fn a_killed_agent_restarts_without_touching_pod_routes_and_a_stopped_one_r
     );
     assert_eq!(allocations(&kube).await, before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_pods_leave_nothing_behind_and_annotations_are_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = up(dir.path(), 1);
+    let kube = client(&lab).await;
+    let node1 = lab.netns("node1").unwrap();
+    let socket = lab.node_files("node1").unwrap().cni_socket;
+    let prefix = netns_prefix(&lab.plan().id);
+
+    // 40 pods at once: Add, wire, Ready, then Del, all concurrently.
+    const N: usize = 40;
+    for i in 0..N {
+        create_pod(&kube, "default", &format!("p{i}"), "node1").await;
+    }
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let socket = socket.clone();
+        let node = Netns::open(node1.name());
+        let pod_netns = format!("{prefix}pod-p{i}");
+        tasks.push(tokio::spawn(async move {
+            let att = attachment(&format!("cc{i:04}"));
+            let pod = pod_ref("default", &format!("p{i}"));
+            let alloc: Allocation = serde_json::from_value(
+                ok(
+                    &socket,
+                    Request::Add {
+                        attachment: att.clone(),
+                        pod: pod.clone(),
+                        netns: String::new(),
+                    },
+                )
+                .await,
+            )
+            .unwrap();
+            let ip: IpAddr = alloc.addresses[0].trim_end_matches("/32").parse().unwrap();
+            let host_if = alloc.host_interface.clone();
+            let pod_ns = tokio::task::spawn_blocking(move || wire(&node, &pod_netns, &host_if, ip))
+                .await
+                .unwrap();
+            ok(
+                &socket,
+                Request::Ready {
+                    attachment: att.clone(),
+                    pod,
+                    host_interface: alloc.host_interface.clone(),
+                    addresses: alloc.addresses.clone(),
+                    mac: None,
+                },
+            )
+            .await;
+            (att, ip, alloc.host_interface, pod_ns)
+        }));
+    }
+    let mut pods = Vec::new();
+    for t in tasks {
+        pods.push(t.await.unwrap());
+    }
+    let mut ips: Vec<IpAddr> = pods.iter().map(|p| p.1).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), N, "an address was handed out twice");
+    assert_eq!(our_routes(&node1).len(), N);
+    assert_eq!(allocations(&kube).await.len(), N);
+
+    let mut dels = Vec::new();
+    for (att, _, host_if, pod_ns) in pods {
+        let socket = socket.clone();
+        let node = Netns::open(node1.name());
+        dels.push(tokio::spawn(async move {
+            // As the plugin does: the interface goes, then the agent forgets.
+            tokio::task::spawn_blocking(move || {
+                node.ip(&["link", "del", &host_if]).unwrap();
+                pod_ns.delete().unwrap();
+            })
+            .await
+            .unwrap();
+            ok(
+                &socket,
+                Request::Del {
+                    attachment: att,
+                    pod: None,
+                },
+            )
+            .await;
+        }));
+    }
+    for d in dels {
+        d.await.unwrap();
+    }
+    assert!(
+        allocations(&kube).await.is_empty(),
+        "{:?}",
+        allocations(&kube).await
+    );
+    assert!(our_routes(&node1).is_empty());
+    let links = node1.ip(&["-o", "link", "show"]).unwrap();
+    assert!(!links.contains("mgy"), "{links}");
+
+    // Annotations: a requested address, a requested pool, and a bad one.
+    let pods: Api<Pod> = Api::namespaced(kube.clone(), "default");
+    for (name, ann) in [
+        ("fixed", json!({"margay.dev/ipAddrs": "[\"10.244.77.7\"]"})),
+        (
+            "pooled",
+            json!({"margay.dev/ipv4pools": "[\"default-ipv4-ippool\"]"}),
+        ),
+        ("broken", json!({"margay.dev/ipAddrs": "10.244.77.8"})),
+        (
+            "elsewhere",
+            json!({"margay.dev/ipv4pools": "[\"no-such-pool\"]"}),
+        ),
+    ] {
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "annotations": ann},
+            "spec": {"nodeName": "node1", "containers": [{"name": "c", "image": "none"}]},
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+    }
+    let add = |cid: &str, name: &str| Request::Add {
+        attachment: attachment(cid),
+        pod: pod_ref("default", name),
+        netns: String::new(),
+    };
+    let fixed: Allocation = serde_json::from_value(ok(&socket, add("f1", "fixed")).await).unwrap();
+    assert_eq!(fixed.addresses, vec!["10.244.77.7/32".to_string()]);
+    let pooled: Allocation =
+        serde_json::from_value(ok(&socket, add("f2", "pooled")).await).unwrap();
+    assert_eq!(pooled.addresses.len(), 1);
+    match call(&socket, &add("f3", "broken")).await.unwrap() {
+        Response::Error(e) => {
+            assert_eq!(e.code, codes::INVALID_NETWORK_CONFIG);
+            assert!(
+                e.msg.contains("Pod default/broken") && e.msg.contains("margay.dev/ipAddrs"),
+                "{}",
+                e.msg
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    match call(&socket, &add("f4", "elsewhere")).await.unwrap() {
+        Response::Error(e) => assert!(e.msg.contains("no-such-pool"), "{}", e.msg),
+        other => panic!("{other:?}"),
+    }
+    match call(&socket, &add("f5", "no-such-pod")).await.unwrap() {
+        Response::Error(e) => assert!(e.msg.contains("Pod default/no-such-pod"), "{}", e.msg),
+        other => panic!("{other:?}"),
+    }
+    // Failed ADDs leaked nothing.
+    assert_eq!(allocations(&kube).await.len(), 2);
+
+    // GC: only f1 is still valid; f2's allocation goes.
+    let report = ok(
+        &socket,
+        Request::Gc {
+            valid_attachments: vec![attachment("f1")],
+        },
+    )
+    .await;
+    assert_eq!(report["released"], json!(["f2/eth0"]));
+    let left = allocations(&kube).await;
+    assert_eq!(
+        left,
+        vec![("f1/eth0".to_string(), "10.244.77.7".parse().unwrap())]
+    );
+}

@@ -27,6 +27,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
+/// The longest one reconcile pass may take before it is abandoned (and the
+/// requests waiting on it told so).
+const PASS_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The endpoint table, shared by the endpoint service (writer) and the
 /// dataplane (reader).
 pub type SharedEndpoints = Arc<Mutex<EndpointTable>>;
@@ -276,7 +280,9 @@ impl Dataplane {
 
     async fn pass(&mut self, full: bool, trigger: &str) -> ApplyReport {
         let start = Instant::now();
-        let report = match self.reconcile(full).await {
+        // A kernel that stops answering must not wedge every CNI request.
+        let outcome = tokio::time::timeout(PASS_TIMEOUT, self.reconcile(full)).await;
+        let report = match outcome.unwrap_or(Err(NetlinkError::Timeout(PASS_TIMEOUT))) {
             Ok(r) => r,
             Err(e) => {
                 self.metrics.route_table_errors.inc();
