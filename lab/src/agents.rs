@@ -109,18 +109,23 @@ pub fn spawn(dir: &StateDir, lab_id: &str, node: &NodePlan) -> Result<i32, LabEr
     Ok(pid)
 }
 
-/// Asks the agent behind `socket` for its status: `Ok(true)` when ready.
-pub fn status(socket: &Path) -> std::io::Result<bool> {
+/// Sends one request to the agent's endpoint socket and reads the answer
+/// (blocking; for the lab, tests and benchmarks).
+pub fn request(socket: &Path, req: &Request) -> std::io::Result<Response> {
     let mut stream = UnixStream::connect(socket)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut line = serde_json::to_vec(&Request::Status).map_err(std::io::Error::other)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut line = serde_json::to_vec(req).map_err(std::io::Error::other)?;
     line.push(b'\n');
     stream.write_all(&line)?;
     let mut answer = String::new();
     BufReader::new(stream).read_line(&mut answer)?;
-    let resp: Response = serde_json::from_str(answer.trim_end())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-    Ok(matches!(resp, Response::Ok(_)))
+    serde_json::from_str(answer.trim_end())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Asks the agent behind `socket` for its status: `Ok(true)` when ready.
+pub fn status(socket: &Path) -> std::io::Result<bool> {
+    Ok(matches!(request(socket, &Request::Status)?, Response::Ok(_)))
 }
 
 /// Waits until the agent answers `Status` with ready; fails early if its
