@@ -690,3 +690,127 @@ async fn many_concurrent_pods_leave_nothing_behind_and_annotations_are_honoured(
         vec![("f1/eth0".to_string(), "10.244.77.7".parse().unwrap())]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dual_stack_pod_gets_both_families_and_reaches_its_node_over_ipv6() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = UpOptions::new(dir.path());
+    opts.nodes = 1;
+    opts.ipv6_pool = true;
+    let lab = LabGuard::up(&opts).unwrap();
+    let kube = client(&lab).await;
+    let node1 = lab.netns("node1").unwrap();
+    let socket = lab.node_files("node1").unwrap().cni_socket;
+    create_pod(&kube, "default", "dual", "node1").await;
+    let att = attachment("d0a1");
+    // `up` created the IPv6 pool before the agents started: both families at once.
+    let alloc: Allocation = serde_json::from_value(
+        ok(
+            &socket,
+            Request::Add {
+                attachment: att.clone(),
+                pod: pod_ref("default", "dual"),
+                netns: String::new(),
+            },
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(alloc.addresses.len(), 2, "{alloc:?}");
+    let v4: IpAddr = alloc.addresses[0].trim_end_matches("/32").parse().unwrap();
+    let v6: IpAddr = alloc.addresses[1].trim_end_matches("/128").parse().unwrap();
+    assert!(
+        v6.is_ipv6() && Cidr::parse_strict("fd00:244::/48").unwrap().contains(v6),
+        "{alloc:?}"
+    );
+
+    let pod_ns = wire(
+        &node1,
+        &format!("{}pod-dual", netns_prefix(&lab.plan().id)),
+        &alloc.host_interface,
+        v4,
+    );
+    pod_ns
+        .ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{v6}/128"),
+            "dev",
+            "eth0",
+            "nodad",
+        ])
+        .unwrap();
+    // The pod's IPv6 default route goes via the host side's link-local address.
+    let mut host_ll = String::new();
+    until("the host side's link-local address", async || {
+        let out = node1
+            .ip(&[
+                "-6",
+                "-o",
+                "addr",
+                "show",
+                "dev",
+                &alloc.host_interface,
+                "scope",
+                "link",
+            ])
+            .unwrap();
+        host_ll = out
+            .split_whitespace()
+            .skip_while(|w| *w != "inet6")
+            .nth(1)
+            .unwrap_or_default()
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        !host_ll.is_empty()
+    })
+    .await;
+    pod_ns
+        .ip(&[
+            "-6", "route", "add", "default", "via", &host_ll, "dev", "eth0",
+        ])
+        .unwrap();
+    ok(
+        &socket,
+        Request::Ready {
+            attachment: att.clone(),
+            pod: pod_ref("default", "dual"),
+            host_interface: alloc.host_interface.clone(),
+            addresses: alloc.addresses.clone(),
+            mac: None,
+        },
+    )
+    .await;
+    let v6_routes = node1
+        .ip(&[
+            "-6",
+            "-o",
+            "route",
+            "show",
+            "proto",
+            &ROUTE_PROTOCOL.to_string(),
+        ])
+        .unwrap();
+    assert!(
+        v6_routes.contains(&format!("{v6} dev {}", alloc.host_interface)),
+        "{v6_routes}"
+    );
+    let node_v6 = lab.node("node1").unwrap().ipv6.to_string();
+    assert!(
+        pings(&pod_ns, &node_v6),
+        "the pod cannot reach its node over IPv6"
+    );
+    assert!(pings(&pod_ns, &lab.node("node1").unwrap().ipv4.to_string()));
+    ok(
+        &socket,
+        Request::Del {
+            attachment: att,
+            pod: None,
+        },
+    )
+    .await;
+    assert!(allocations(&kube).await.is_empty());
+}

@@ -30,6 +30,7 @@ fn run(ctx: &Context) -> anyhow::Result<Vec<Figure>> {
         state_dir: ctx.work_dir.join("agent-rss-lab"),
         bare: false,
         agents: true,
+        ipv6_pool: false,
     })?;
     let pid = lab
         .agent_pid("node1")?
@@ -63,7 +64,12 @@ fn run(ctx: &Context) -> anyhow::Result<Vec<Figure>> {
         Ok::<_, anyhow::Error>(())
     })?;
     for i in 0..count {
-        add_endpoint(&socket, &node, &format!("{prefix}pod-rss-{i}"), &format!("rss-{i}"))?;
+        add_endpoint(
+            &socket,
+            &node,
+            &format!("{prefix}pod-rss-{i}"),
+            &format!("rss-{i}"),
+        )?;
     }
     let loaded = steady_rss_mib(pid)?;
 
@@ -79,7 +85,12 @@ fn run(ctx: &Context) -> anyhow::Result<Vec<Figure>> {
 }
 
 /// Add, wire (veth, /32, default via 169.254.1.1) and Ready, as the plugin does.
-fn add_endpoint(socket: &std::path::Path, node: &Netns, pod_netns: &str, pod: &str) -> anyhow::Result<()> {
+fn add_endpoint(
+    socket: &std::path::Path,
+    node: &Netns,
+    pod_netns: &str,
+    pod: &str,
+) -> anyhow::Result<()> {
     let attachment = Attachment {
         container_id: format!("bench-{pod}"),
         ifname: "eth0".into(),
@@ -108,8 +119,24 @@ fn add_endpoint(socket: &std::path::Path, node: &Netns, pod_netns: &str, pod: &s
     let pod_ns = Netns::create(pod_netns)?;
     netns::veth(node, &alloc.host_interface, &pod_ns, "eth0")?;
     pod_ns.ip(&["addr", "add", &format!("{ip}/32"), "dev", "eth0"])?;
-    pod_ns.ip(&["route", "add", "169.254.1.1", "dev", "eth0", "scope", "link"])?;
-    pod_ns.ip(&["route", "add", "default", "via", "169.254.1.1", "dev", "eth0"])?;
+    pod_ns.ip(&[
+        "route",
+        "add",
+        "169.254.1.1",
+        "dev",
+        "eth0",
+        "scope",
+        "link",
+    ])?;
+    pod_ns.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        "169.254.1.1",
+        "dev",
+        "eth0",
+    ])?;
     match agents::request(
         socket,
         &Request::Ready {

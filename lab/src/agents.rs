@@ -26,6 +26,10 @@ use crate::{LabError, binaries, process};
 pub const DEFAULT_POOL_NAME: &str = "default-ipv4-ippool";
 pub const DEFAULT_POOL_CIDR: &str = "10.244.0.0/16";
 pub const DEFAULT_POOL_BLOCK_SIZE: u8 = 26;
+/// The IPv6 pool `up --ipv6-pool` adds.
+pub const DEFAULT_V6_POOL_NAME: &str = "default-ipv6-ippool";
+pub const DEFAULT_V6_POOL_CIDR: &str = "fd00:244::/48";
+pub const DEFAULT_V6_POOL_BLOCK_SIZE: u8 = 122;
 
 /// How long `up` (and `start_agent`) wait for an agent to report ready.
 pub const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -35,9 +39,9 @@ pub fn role(node: &str) -> String {
     format!("agent-{node}")
 }
 
-/// Installs the CRDs and the default IPPool (on a thread of its own, so it
-/// works inside or outside an async runtime).
-pub fn install_cluster_resources(kubeconfig: &Path) -> Result<(), LabError> {
+/// Installs the CRDs and the default IPPool, and with `ipv6` the IPv6 one
+/// (on a thread of its own, so it works inside or outside an async runtime).
+pub fn install_cluster_resources(kubeconfig: &Path, ipv6: bool) -> Result<(), LabError> {
     let kubeconfig = kubeconfig.to_path_buf();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -57,22 +61,34 @@ pub fn install_cluster_resources(kubeconfig: &Path) -> Result<(), LabError> {
                     }
                 }
             }
-            let mut spec = IPPoolSpec::new(DEFAULT_POOL_CIDR);
-            spec.block_size = Some(DEFAULT_POOL_BLOCK_SIZE);
             let pools: Api<IPPool> = Api::all(client);
-            match pools
-                .create(
-                    &PostParams::default(),
-                    &IPPool::new(DEFAULT_POOL_NAME, spec),
-                )
-                .await
-            {
-                Ok(_) => Ok(()),
-                Err(kube::Error::Api(s)) if s.is_already_exists() => Ok(()),
-                Err(e) => Err(LabError::ApiServer(format!(
-                    "creating IPPool {DEFAULT_POOL_NAME}: {e}"
-                ))),
+            let mut wanted = vec![(
+                DEFAULT_POOL_NAME,
+                DEFAULT_POOL_CIDR,
+                DEFAULT_POOL_BLOCK_SIZE,
+            )];
+            if ipv6 {
+                wanted.push((
+                    DEFAULT_V6_POOL_NAME,
+                    DEFAULT_V6_POOL_CIDR,
+                    DEFAULT_V6_POOL_BLOCK_SIZE,
+                ));
             }
+            for (name, cidr, block_size) in wanted {
+                let mut spec = IPPoolSpec::new(cidr);
+                spec.block_size = Some(block_size);
+                match pools
+                    .create(&PostParams::default(), &IPPool::new(name, spec))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.is_already_exists() => {}
+                    Err(e) => {
+                        return Err(LabError::ApiServer(format!("creating IPPool {name}: {e}")));
+                    }
+                }
+            }
+            Ok(())
         })
     })
     .join()
@@ -125,7 +141,10 @@ pub fn request(socket: &Path, req: &Request) -> std::io::Result<Response> {
 
 /// Asks the agent behind `socket` for its status: `Ok(true)` when ready.
 pub fn status(socket: &Path) -> std::io::Result<bool> {
-    Ok(matches!(request(socket, &Request::Status)?, Response::Ok(_)))
+    Ok(matches!(
+        request(socket, &Request::Status)?,
+        Response::Ok(_)
+    ))
 }
 
 /// Waits until the agent answers `Status` with ready; fails early if its

@@ -33,6 +33,9 @@ enum Command {
         /// API server, CRDs and the default IPPool, but no margay-agent.
         #[arg(long)]
         no_agents: bool,
+        /// Also create the IPv6 pool fd00:244::/48: pods get both families.
+        #[arg(long)]
+        ipv6_pool: bool,
     },
     /// Remove every namespace, link and process of the lab (also after a crashed `up`).
     Down,
@@ -67,6 +70,7 @@ fn main() -> anyhow::Result<()> {
             topology,
             bare,
             no_agents,
+            ipv6_pool,
         } => {
             let opts = UpOptions {
                 nodes,
@@ -74,6 +78,7 @@ fn main() -> anyhow::Result<()> {
                 state_dir: cli.state_dir,
                 bare,
                 agents: !no_agents,
+                ipv6_pool,
             };
             let lab = Lab::up(&opts)?;
             print_table(&lab.status());
