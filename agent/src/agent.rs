@@ -134,7 +134,7 @@ pub async fn start(settings: &Settings, client: Client) -> Result<RunningAgent, 
     let allocator = Allocator::new(store, Arc::new(SystemClock));
     let handler = Arc::new(EndpointHandler::new(
         settings.node_name.clone(),
-        client,
+        client.clone(),
         allocator.clone(),
         datastore.clone(),
         endpoints.clone(),
@@ -156,6 +156,15 @@ pub async fn start(settings: &Settings, client: Client) -> Result<RunningAgent, 
         handler,
         metrics.clone(),
     )));
+
+    if let Some(cfg) = settings.ipam_gc.clone() {
+        tasks.push(tokio::spawn(crate::ipam_gc::run(
+            client.clone(),
+            settings.node_name.clone(),
+            cfg,
+            metrics.clone(),
+        )));
+    }
 
     let settings2 = settings.clone();
     let (h2, m2, dp2, eps2) = (

@@ -58,6 +58,18 @@ pub struct Cli {
     /// (default: AgentConfiguration routeRefreshInterval, else 90s).
     #[arg(long, env = "MARGAY_ROUTE_REFRESH_INTERVAL", value_parser = parse_duration)]
     pub route_refresh_interval: Option<Duration>,
+    /// Do not take part in running cluster-wide IPAM garbage collection.
+    #[arg(long, env = "MARGAY_NO_IPAM_GC")]
+    pub no_ipam_gc: bool,
+    /// Time between IPAM garbage collection passes (of the elected agent).
+    #[arg(long, env = "MARGAY_IPAM_GC_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub ipam_gc_interval: Duration,
+    /// How long the IPAM GC leader's Lease lasts without renewal.
+    #[arg(long, env = "MARGAY_IPAM_GC_LEASE_DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub ipam_gc_lease_duration: Duration,
+    /// Namespace of the IPAM GC Lease (`margay-ipam-gc`).
+    #[arg(long, env = "MARGAY_LEASE_NAMESPACE", default_value = "kube-system")]
+    pub lease_namespace: String,
     /// Bound on each API call made while serving a CNI request, e.g. 5s.
     #[arg(long, env = "MARGAY_API_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub api_timeout: Duration,
@@ -79,6 +91,8 @@ pub struct Settings {
     pub mtu: Option<u32>,
     pub route_refresh_interval: Option<Duration>,
     pub api_timeout: Duration,
+    /// `None`: this agent never runs IPAM GC.
+    pub ipam_gc: Option<crate::ipam_gc::IpamGcConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +134,12 @@ impl Settings {
                 None => cluster.route_refresh_interval,
             },
             api_timeout: cli.api_timeout,
+            ipam_gc: (!cli.no_ipam_gc).then(|| crate::ipam_gc::IpamGcConfig {
+                lease_namespace: cli.lease_namespace.clone(),
+                lease_duration: cli.ipam_gc_lease_duration.max(Duration::from_secs(1)),
+                interval: cli.ipam_gc_interval,
+                call_timeout: Duration::from_secs(30),
+            }),
         })
     }
 }

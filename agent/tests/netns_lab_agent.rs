@@ -814,3 +814,113 @@ async fn a_dual_stack_pod_gets_both_families_and_reaches_its_node_over_ipv6() {
     .await;
     assert!(allocations(&kube).await.is_empty());
 }
+
+/// The holder of the IPAM GC Lease, if any.
+async fn gc_leader(kube: &kube::Client) -> Option<String> {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(kube.clone(), "kube-system");
+    leases
+        .get_opt(margay_agent::ipam_gc::LEASE_NAME)
+        .await
+        .unwrap()
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+}
+
+/// Allocates for a pod through `node`'s agent, then deletes the Pod object
+/// without a CNI DEL: a leak for the collector to find.
+async fn leak(lab: &Lab, kube: &kube::Client, node: &str, name: &str) -> IpAddr {
+    create_pod(kube, "default", name, node).await;
+    let socket = lab.node_files(node).unwrap().cni_socket;
+    let alloc: Allocation = serde_json::from_value(
+        ok(
+            &socket,
+            Request::Add {
+                attachment: attachment(&format!("leak-{name}")),
+                pod: pod_ref("default", name),
+                netns: String::new(),
+            },
+        )
+        .await,
+    )
+    .unwrap();
+    Api::<Pod>::namespaced(kube.clone(), "default")
+        .delete(name, &Default::default())
+        .await
+        .unwrap();
+    alloc.addresses[0].trim_end_matches("/32").parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_elected_agent_collects_leaked_addresses_and_another_takes_over_when_it_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = UpOptions::new(dir.path());
+    opts.agent_args = ["--ipam-gc-interval", "1s", "--ipam-gc-lease-duration", "2s"]
+        .map(String::from)
+        .to_vec();
+    let lab = LabGuard::up(&opts).unwrap();
+    let kube = client(&lab).await;
+    // Leaks are released at once (no grace period) in this test.
+    let config: margay_api::IPAMConfiguration = serde_json::from_value(json!({
+        "apiVersion": "margay.dev/v1", "kind": "IPAMConfiguration",
+        "metadata": {"name": "default"},
+        "spec": {"leakGracePeriod": "0s"},
+    }))
+    .unwrap();
+    Api::<margay_api::IPAMConfiguration>::all(kube.clone())
+        .create(&PostParams::default(), &config)
+        .await
+        .unwrap();
+
+    let mut leader = None;
+    until("a leader", async || {
+        leader = gc_leader(&kube).await;
+        leader.is_some()
+    })
+    .await;
+    let leader = leader.unwrap();
+    assert!(lab.node_names().contains(&leader), "{leader}");
+    // Exactly one agent says it leads.
+    until("only the Lease holder to report leading", async || {
+        let mut leading = Vec::new();
+        for n in lab.node_names() {
+            if metrics(&lab.netns(&n).unwrap())
+                .lines()
+                .any(|l| l == "margay_ipam_gc_leader 1")
+            {
+                leading.push(n);
+            }
+        }
+        leading == vec![leader.clone()]
+    })
+    .await;
+
+    // A leak on another node is collected by the leader.
+    let other = lab.node_names().into_iter().find(|n| *n != leader).unwrap();
+    let ip = leak(&lab, &kube, &other, "leaky-1").await;
+    assert!(allocations(&kube).await.iter().any(|(_, a)| *a == ip));
+    until("the leak to be collected", async || {
+        allocations(&kube).await.is_empty()
+    })
+    .await;
+
+    // The leader dies: another agent takes the Lease over and collects.
+    lab.kill_agent(&leader).unwrap();
+    let mut next = None;
+    until("a new leader", async || {
+        next = gc_leader(&kube).await.filter(|l| *l != leader);
+        next.is_some()
+    })
+    .await;
+    let next = next.unwrap();
+    let ip = leak(&lab, &kube, &next, "leaky-2").await;
+    assert!(allocations(&kube).await.iter().any(|(_, a)| *a == ip));
+    until("the second leak to be collected", async || {
+        allocations(&kube).await.is_empty()
+    })
+    .await;
+    until("the reclamation to be counted", async || {
+        metrics(&lab.netns(&next).unwrap()).contains("margay_ipam_gc_reclamations_total 1")
+    })
+    .await;
+}

@@ -31,6 +31,7 @@ fn run(ctx: &Context) -> anyhow::Result<Vec<Figure>> {
         bare: false,
         agents: true,
         ipv6_pool: false,
+        agent_args: Vec::new(),
     })?;
     let pid = lab
         .agent_pid("node1")?

@@ -96,7 +96,12 @@ pub fn install_cluster_resources(kubeconfig: &Path, ipv6: bool) -> Result<(), La
 }
 
 /// Starts a node's agent in its namespace; returns its pid at once.
-pub fn spawn(dir: &StateDir, lab_id: &str, node: &NodePlan) -> Result<i32, LabError> {
+pub fn spawn(
+    dir: &StateDir,
+    lab_id: &str,
+    node: &NodePlan,
+    extra_args: &[String],
+) -> Result<i32, LabError> {
     let exe = binaries::require("margay-agent")?;
     let files = dir.node_files(&node.name);
     for d in [&files.dir, &files.cni_conf_dir, &files.agent_dir] {
@@ -116,6 +121,7 @@ pub fn spawn(dir: &StateDir, lab_id: &str, node: &NodePlan) -> Result<i32, LabEr
         // Each node has its own namespace, so the usual ports do not collide.
         .args(["--health-listen", "0.0.0.0:9099"])
         .args(["--metrics-listen", "0.0.0.0:9091"])
+        .args(extra_args)
         .env(LAB_ID_ENV, lab_id)
         .env_remove("KUBECONFIG");
     let log = dir.log(&role(&node.name));

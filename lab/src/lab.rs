@@ -26,6 +26,9 @@ pub struct UpOptions {
     /// Also create the IPv6 pool `default-ipv6-ippool` (fd00:244::/48), so
     /// pods get an address of each family.
     pub ipv6_pool: bool,
+    /// Extra arguments for every `margay-agent` (kept for later
+    /// `start_agent` calls), e.g. `["--ipam-gc-interval", "1s"]`.
+    pub agent_args: Vec<String>,
 }
 
 impl UpOptions {
@@ -37,6 +40,7 @@ impl UpOptions {
             bare: false,
             agents: true,
             ipv6_pool: false,
+            agent_args: Vec::new(),
         }
     }
 }
@@ -233,7 +237,7 @@ impl Lab {
             )));
         }
         let n = self.node(node)?;
-        let pid = agents::spawn(&self.dir, &self.state.plan.id, n)?;
+        let pid = agents::spawn(&self.dir, &self.state.plan.id, n, &self.state.agent_args)?;
         agents::wait_ready(
             &self.dir,
             &n.name,
@@ -346,6 +350,7 @@ fn build(dir: &StateDir, plan: &Plan, opts: &UpOptions) -> Result<LabState, LabE
         api_url: None,
         api_url_nodes: None,
         agents: false,
+        agent_args: opts.agent_args.clone(),
     };
     if !opts.bare {
         let local = start_apiserver(dir, plan)?;
@@ -361,7 +366,7 @@ fn build(dir: &StateDir, plan: &Plan, opts: &UpOptions) -> Result<LabState, LabE
             // Start them all, then wait: they sync in parallel.
             let mut pids = Vec::new();
             for n in &plan.nodes {
-                pids.push((n, agents::spawn(dir, &plan.id, n)?));
+                pids.push((n, agents::spawn(dir, &plan.id, n, &opts.agent_args)?));
             }
             for (n, pid) in pids {
                 let files = dir.node_files(&n.name);

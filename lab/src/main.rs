@@ -36,6 +36,10 @@ enum Command {
         /// Also create the IPv6 pool fd00:244::/48: pods get both families.
         #[arg(long)]
         ipv6_pool: bool,
+        /// An extra argument for every margay-agent (repeat it), e.g.
+        /// --agent-arg=--log-level --agent-arg=debug.
+        #[arg(long = "agent-arg", allow_hyphen_values = true)]
+        agent_args: Vec<String>,
     },
     /// Remove every namespace, link and process of the lab (also after a crashed `up`).
     Down,
@@ -71,6 +75,7 @@ fn main() -> anyhow::Result<()> {
             bare,
             no_agents,
             ipv6_pool,
+            agent_args,
         } => {
             let opts = UpOptions {
                 nodes,
@@ -79,6 +84,7 @@ fn main() -> anyhow::Result<()> {
                 bare,
                 agents: !no_agents,
                 ipv6_pool,
+                agent_args,
             };
             let lab = Lab::up(&opts)?;
             print_table(&lab.status());

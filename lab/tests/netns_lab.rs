@@ -18,6 +18,7 @@ fn bare(dir: &Path, nodes: usize, topology: Topology) -> UpOptions {
         bare: true,
         agents: false,
         ipv6_pool: false,
+        agent_args: Vec::new(),
     }
 }
 
