@@ -56,8 +56,22 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Start, stop (SIGTERM), restart or kill (SIGKILL) a node's margay-agent.
+    Agent {
+        #[arg(value_enum)]
+        action: AgentAction,
+        node: String,
+    },
     /// Run the Kubernetes API emulator.
     Apiserver(margay_lab::apiserver::Args),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum AgentAction {
+    Start,
+    Stop,
+    Restart,
+    Kill,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -115,6 +129,19 @@ fn main() -> anyhow::Result<()> {
             let lab = Lab::open(&cli.state_dir)?;
             let err = lab.exec_command(&node, &command)?.exec();
             return Err(err).with_context(|| format!("running {:?} in {node}", command.join(" ")));
+        }
+        Command::Agent { action, node } => {
+            let lab = Lab::open(&cli.state_dir)?;
+            match action {
+                AgentAction::Start => {
+                    println!("agent of {node} ready (pid {})", lab.start_agent(&node)?)
+                }
+                AgentAction::Restart => {
+                    println!("agent of {node} ready (pid {})", lab.restart_agent(&node)?)
+                }
+                AgentAction::Stop => lab.stop_agent(&node)?,
+                AgentAction::Kill => lab.kill_agent(&node)?,
+            }
         }
         Command::Apiserver(args) => margay_lab::apiserver::run(args)?,
     }
