@@ -72,7 +72,11 @@ impl RunningAgent {
 
 /// Starts the agent on the current runtime; returns once everything is
 /// spawned (readiness follows later, see [`Health`]).
-pub async fn start(settings: &Settings, client: Client) -> Result<RunningAgent, AgentError> {
+pub async fn start(
+    settings: &Settings,
+    client: Client,
+    logs: Option<crate::logging::LogControl>,
+) -> Result<RunningAgent, AgentError> {
     let metrics = Metrics::new();
     let health = Health::new();
     let mut tasks = Vec::new();
@@ -189,6 +193,9 @@ pub async fn start(settings: &Settings, client: Client) -> Result<RunningAgent, 
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
         h2.set_ready(true, "ready");
+        if let Some(logs) = logs.filter(|_| !settings2.log_level_pinned) {
+            tokio::spawn(follow_log_level(datastore.clone(), settings2.node_name.clone(), logs));
+        }
         tracing::info!(mtu = dp2.status().mtu, "agent ready");
         if let Some(path) = &settings2.cni_conflist {
             match install_conflist(path, &settings2.cni_socket) {
@@ -216,13 +223,27 @@ pub async fn start(settings: &Settings, client: Client) -> Result<RunningAgent, 
 pub async fn run(
     settings: &Settings,
     client: Client,
+    logs: crate::logging::LogControl,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
-    let agent = start(settings, client).await?;
+    let agent = start(settings, client, Some(logs)).await?;
     shutdown.await;
     tracing::info!("shutting down; routes and pods stay as they are");
     agent.stop();
     Ok(())
+}
+
+/// Applies `AgentConfiguration.logLevel` changes as they arrive.
+async fn follow_log_level(datastore: Datastore, node: String, logs: crate::logging::LogControl) {
+    let mut changes = datastore.changes();
+    let mut current = datastore.agent_config(&node).log_level;
+    while changes.changed().await.is_ok() {
+        let level = datastore.agent_config(&node).log_level;
+        if level != current {
+            current = level;
+            logs.set_level(level);
+        }
+    }
 }
 
 async fn health_until_synced(health: &Health, datastore: &Datastore) {

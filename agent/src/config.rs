@@ -87,6 +87,9 @@ pub struct Settings {
     pub health_listen: SocketAddr,
     pub metrics_listen: Option<SocketAddr>,
     pub log_level: LogLevel,
+    /// The level came from a flag or the environment: configuration changes
+    /// in the cluster do not override it.
+    pub log_level_pinned: bool,
     pub log_format: LogFormat,
     pub mtu: Option<u32>,
     pub route_refresh_interval: Option<Duration>,
@@ -126,6 +129,7 @@ impl Settings {
             health_listen: cli.health_listen.unwrap_or(any(cluster.health_port)),
             metrics_listen: cli.metrics_listen.or(cluster.metrics_port.map(any)),
             log_level: cli.log_level.unwrap_or(cluster.log_level),
+            log_level_pinned: cli.log_level.is_some(),
             log_format: cli.log_format.unwrap_or(cluster.log_format),
             mtu: cli.mtu.or(cluster.mtu),
             route_refresh_interval: match cli.route_refresh_interval {

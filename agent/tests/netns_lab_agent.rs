@@ -318,6 +318,24 @@ async fn up_starts_ready_agents_and_a_pod_goes_through_add_ready_del() {
         },
     )
     .await;
+    // AgentConfiguration changes apply while the agent runs: the log level.
+    let cfg: margay_api::AgentConfiguration = serde_json::from_value(json!({
+        "apiVersion": "margay.dev/v1", "kind": "AgentConfiguration",
+        "metadata": {"name": "node.node1"},
+        "spec": {"logLevel": "Debug"},
+    }))
+    .unwrap();
+    Api::<margay_api::AgentConfiguration>::all(kube.clone())
+        .create(&PostParams::default(), &cfg)
+        .await
+        .unwrap();
+    let log = lab.state_dir().join("logs/agent-node1.log");
+    until("the new log level", async || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("log level changed level=\"debug\"")
+    })
+    .await;
     match call(
         &socket,
         &Request::Check {
