@@ -187,7 +187,9 @@ pub async fn start(
         }
         // Not ready until a full pass has succeeded.
         loop {
-            if dp2.status().sweeping && dp2.resync().await.error.is_none() {
+            // Sweeping stays on once asked for; the first pass that works
+            // (and so reports sweeping) makes the agent ready.
+            if dp2.resync().await.error.is_none() && dp2.status().sweeping {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
