@@ -550,8 +550,8 @@ async fn many_concurrent_pods_leave_nothing_behind_and_annotations_are_honoured(
     let socket = lab.node_files("node1").unwrap().cni_socket;
     let prefix = netns_prefix(&lab.plan().id);
 
-    // 40 pods at once: Add, wire, Ready, then Del, all concurrently.
-    const N: usize = 40;
+    // 100 pods at once: Add, wire, Ready, then Del, all concurrently.
+    const N: usize = 100;
     for i in 0..N {
         create_pod(&kube, "default", &format!("p{i}"), "node1").await;
     }

@@ -42,6 +42,11 @@ pub struct EndpointHandler {
     /// Bound on each API call made while serving a request.
     pub api_timeout: Duration,
     locks: Mutex<HashMap<EndpointKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// IPAM writes of this node, one at a time (as Calico's host-wide IPAM
+    /// lock): concurrent ADDs on one node all write the same block, and
+    /// racing claims of a new block make the losers fail instead of using
+    /// the block the winner claimed. In sequence each costs one write.
+    ipam_lock: tokio::sync::Mutex<()>,
 }
 
 type Result<T> = std::result::Result<T, WireError>;
@@ -80,6 +85,7 @@ impl EndpointHandler {
             health,
             api_timeout,
             locks: Mutex::new(HashMap::new()),
+            ipam_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -208,7 +214,10 @@ impl EndpointHandler {
             ipv6: want.ipv6,
         };
         let started = Instant::now();
-        let result = self.allocator.allocate(&req).await;
+        let result = {
+            let _ipam = self.ipam_lock.lock().await;
+            self.allocator.allocate(&req).await
+        };
         self.ipam_metric("allocate", started, result.as_ref().err());
         let allocation = result.map_err(|e| ipam_wire(&e, &pod))?;
         let addresses: Vec<IpAddr> = allocation.addresses().collect();
@@ -223,6 +232,7 @@ impl EndpointHandler {
         };
         if let Err(e) = self.table_put(endpoint.clone()) {
             // Without a record a later DEL still releases by handle, but be tidy.
+            let _ipam = self.ipam_lock.lock().await;
             let _ = self
                 .allocator
                 .release_handle(key.ipam_handle(), Some(&self.node))
@@ -423,10 +433,12 @@ impl EndpointHandler {
         let key = Self::key(&attachment)?;
         let _guard = self.lock(&key).await;
         let started = Instant::now();
-        let result = self
-            .allocator
-            .release_handle(key.ipam_handle(), Some(&self.node))
-            .await;
+        let result = {
+            let _ipam = self.ipam_lock.lock().await;
+            self.allocator
+                .release_handle(key.ipam_handle(), Some(&self.node))
+                .await
+        };
         self.ipam_metric("release", started, result.as_ref().err());
         let released = result.map_err(|e| {
             wire(
