@@ -9,6 +9,7 @@
 pub mod agent_rss;
 pub mod apiserver;
 pub mod baseline;
+pub mod cni;
 pub mod figure;
 pub mod ipam;
 pub mod iperf;
@@ -43,5 +44,6 @@ pub fn registry() -> Vec<Benchmark> {
         apiserver::benchmark(),
         ipam::benchmark(),
         agent_rss::benchmark(),
+        cni::benchmark(),
     ]
 }

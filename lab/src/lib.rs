@@ -14,6 +14,8 @@ pub mod kubeconfig;
 mod lab;
 pub mod netns;
 pub mod nodes;
+pub mod pods;
+pub mod probe;
 pub mod process;
 pub mod state;
 pub mod topology;

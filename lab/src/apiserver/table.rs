@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::resources::ResourceDef;
+use super::resources::{PrinterColumn, ResourceDef};
 use super::selectors::LabelSelector;
 
 /// `includeObject` query parameter of a Table request.
@@ -404,6 +404,17 @@ fn json_path<'a>(o: &'a Value, path: &str) -> Option<&'a Value> {
     Some(cur)
 }
 
+/// One cell of a CRD printer column. Like the real server's table convertor,
+/// `date` columns are shown as the time since the timestamp ("5m"), not the
+/// timestamp itself.
+fn custom_cell(o: &Value, pc: &PrinterColumn) -> Value {
+    let v = json_path(o, &pc.json_path).cloned().unwrap_or(Value::Null);
+    match (&v, pc.type_.as_str()) {
+        (Value::String(ts), "date") => json!(human_age(ts.as_str())),
+        _ => v,
+    }
+}
+
 /// A Table of `items` (objects already at `def`'s version).
 pub fn table(
     def: &ResourceDef,
@@ -430,11 +441,7 @@ pub fn table(
         .map(|o| {
             let cells: Vec<Value> = if custom {
                 std::iter::once(name(o))
-                    .chain(
-                        def.printer_columns
-                            .iter()
-                            .map(|pc| json_path(o, &pc.json_path).cloned().unwrap_or(Value::Null)),
-                    )
+                    .chain(def.printer_columns.iter().map(|pc| custom_cell(o, pc)))
                     .collect()
             } else {
                 builtin_cols.iter().map(|c| (c.cell)(o)).collect()
@@ -461,6 +468,28 @@ pub fn table(
 mod tests {
     use super::*;
     use crate::apiserver::resources::builtins;
+
+    #[test]
+    fn crd_date_columns_show_an_age_and_other_columns_their_value() {
+        let col = |type_: &str, path: &str| PrinterColumn {
+            name: "c".into(),
+            type_: type_.into(),
+            json_path: path.into(),
+            priority: 0,
+            description: String::new(),
+        };
+        let obj = json!({"metadata": {"creationTimestamp": "2001-01-01T00:00:00Z"}, "spec": {"cidr": "10.0.0.0/8"}});
+        let age = custom_cell(&obj, &col("date", ".metadata.creationTimestamp"));
+        assert!(age.as_str().unwrap().ends_with('y'), "{age}");
+        assert_eq!(
+            custom_cell(&obj, &col("string", ".spec.cidr")),
+            json!("10.0.0.0/8")
+        );
+        assert_eq!(
+            custom_cell(&obj, &col("date", ".spec.missing")),
+            Value::Null
+        );
+    }
 
     #[test]
     fn accept_header_detection() {
