@@ -214,10 +214,20 @@ impl EndpointHandler {
             ipv6: want.ipv6,
         };
         let started = Instant::now();
-        let result = {
+        // Waiting for the node's IPAM turn and the allocation itself are
+        // bounded together, so an API server in trouble fails ADDs with
+        // "try again later" instead of queueing them past the runtime's patience.
+        let budget = self.ipam_budget();
+        let result = tokio::time::timeout(budget, async {
             let _ipam = self.ipam_lock.lock().await;
             self.allocator.allocate(&req).await
-        };
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(IpamError::Store(StoreError::Unavailable(format!(
+                "IPAM did not finish within {budget:?}"
+            ))))
+        });
         self.ipam_metric("allocate", started, result.as_ref().err());
         let allocation = result.map_err(|e| ipam_wire(&e, &pod))?;
         let addresses: Vec<IpAddr> = allocation.addresses().collect();
@@ -316,6 +326,12 @@ impl EndpointHandler {
             want.ipv4 = Some(AddressRequest::any());
         }
         Ok(want)
+    }
+
+    /// How long one IPAM operation may take, queueing included: a few API
+    /// calls' worth, well inside the plugin's own timeout (30 s).
+    fn ipam_budget(&self) -> Duration {
+        (self.api_timeout * 4).min(Duration::from_secs(25))
     }
 
     fn ipam_metric(&self, op: &str, started: Instant, err: Option<&IpamError>) {
@@ -433,12 +449,19 @@ impl EndpointHandler {
         let key = Self::key(&attachment)?;
         let _guard = self.lock(&key).await;
         let started = Instant::now();
-        let result = {
+        let budget = self.ipam_budget();
+        let result = tokio::time::timeout(budget, async {
             let _ipam = self.ipam_lock.lock().await;
             self.allocator
                 .release_handle(key.ipam_handle(), Some(&self.node))
                 .await
-        };
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(IpamError::Store(StoreError::Unavailable(format!(
+                "IPAM did not finish within {budget:?}"
+            ))))
+        });
         self.ipam_metric("release", started, result.as_ref().err());
         let released = result.map_err(|e| {
             wire(
@@ -580,4 +603,74 @@ fn ipam_wire(e: &IpamError, pod: &PodRef) -> WireError {
             pod.namespace, pod.name
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use margay_api::net::IpFamily;
+
+    fn pod() -> PodRef {
+        PodRef {
+            namespace: "default".into(),
+            name: "web".into(),
+            uid: None,
+        }
+    }
+
+    #[test]
+    fn transient_ipam_errors_say_try_again_later_and_name_the_pod() {
+        let unavailable = IpamError::Store(StoreError::Unavailable("down".into()));
+        let e = ipam_wire(&unavailable, &pod());
+        assert_eq!(e.code, codes::TRY_AGAIN_LATER);
+        assert!(e.msg.contains("Pod default/web"), "{}", e.msg);
+        let exhausted = IpamError::Exhausted {
+            family: IpFamily::V4,
+            node: "n1".into(),
+            pools: vec!["p".into()],
+            hint: String::new(),
+        };
+        assert_eq!(ipam_wire(&exhausted, &pod()).code, codes::TRY_AGAIN_LATER);
+        assert_eq!(ipam_error_kind(&exhausted), "exhausted");
+        assert_eq!(ipam_error_kind(&unavailable), "unavailable");
+    }
+
+    #[test]
+    fn requests_that_cannot_be_met_as_asked_are_configuration_errors() {
+        for e in [
+            IpamError::PoolNotFound("nope".into()),
+            IpamError::AddressNotInPool("192.168.9.9".parse().unwrap()),
+            IpamError::AddressInUse {
+                ip: "10.244.0.1".parse().unwrap(),
+                handle: "x/eth0".into(),
+            },
+        ] {
+            let w = ipam_wire(&e, &pod());
+            assert_eq!(w.code, codes::INVALID_NETWORK_CONFIG, "{e}");
+            assert!(w.msg.contains(&e.to_string()));
+        }
+    }
+
+    #[test]
+    fn attachments_that_are_not_safe_names_are_refused() {
+        let bad = [
+            ("c1", "../../x"),
+            ("c 1", "eth0"),
+            ("", "eth0"),
+            ("c1", "waytoolonginterfacename"),
+        ];
+        for (cid, ifname) in bad {
+            let a = Attachment {
+                container_id: cid.into(),
+                ifname: ifname.into(),
+            };
+            let e = EndpointHandler::key(&a).unwrap_err();
+            assert_eq!(e.code, codes::INVALID_ENVIRONMENT, "{cid:?} {ifname:?}");
+        }
+        let ok = Attachment {
+            container_id: "abc-123".into(),
+            ifname: "eth0".into(),
+        };
+        assert_eq!(EndpointHandler::key(&ok).unwrap().as_str(), "abc-123/eth0");
+    }
 }
