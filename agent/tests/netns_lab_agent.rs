@@ -942,3 +942,58 @@ async fn one_elected_agent_collects_leaked_addresses_and_another_takes_over_when
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_add_fails_fast_and_clearly_while_the_api_server_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = UpOptions::new(dir.path());
+    opts.nodes = 1;
+    opts.agent_args = ["--api-timeout", "1s"].map(String::from).to_vec();
+    let lab = LabGuard::up(&opts).unwrap();
+    let kube = client(&lab).await;
+    let socket = lab.node_files("node1").unwrap().cni_socket;
+    create_pod(&kube, "default", "patient", "node1").await;
+    // The API server stops answering (SIGSTOP: connections hang, as with an
+    // overloaded server). Whether the agent finds the pod in its cache or has
+    // to GET it, the ADD must come back with "try again later", not hang.
+    let api_pid = lab
+        .status()
+        .processes
+        .iter()
+        .find(|p| p.role == "apiserver")
+        .unwrap()
+        .pid;
+    struct Cont(i32);
+    impl Drop for Cont {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) on the lab's own API server process.
+            unsafe { libc::kill(self.0, libc::SIGCONT) };
+        }
+    }
+    // SAFETY: as above; `Cont` resumes it even if the test fails.
+    unsafe { libc::kill(api_pid, libc::SIGSTOP) };
+    let cont = Cont(api_pid);
+    let add = Request::Add {
+        attachment: attachment("p0"),
+        pod: pod_ref("default", "patient"),
+        netns: String::new(),
+    };
+    match call(&socket, &add).await.unwrap() {
+        Response::Error(e) => {
+            assert_eq!(e.code, codes::TRY_AGAIN_LATER, "{e:?}");
+            assert!(e.msg.contains("Pod default/patient"), "{}", e.msg);
+        }
+        other => panic!("an ADD succeeded without the API: {other:?}"),
+    }
+    drop(cont);
+    // Once the API answers again, the retried ADD works.
+    let mut done = false;
+    until("the ADD to work again", async || {
+        if let Response::Ok(_) = call(&socket, &add).await.unwrap() {
+            done = true;
+        }
+        done
+    })
+    .await;
+    assert_eq!(allocations(&kube).await.len(), 1);
+}
