@@ -180,7 +180,12 @@ pub async fn start(
     tasks.push(tokio::spawn(async move {
         health_until_synced(&h2, &datastore).await;
         m2.datastore_in_sync.set(1);
-        recover_lost_endpoints(&settings2.node_name, &allocator, &dp2, &eps2, &records).await;
+        // Sweeping before recovery could delete the routes of live pods whose
+        // record was lost: retry until recovery has looked at everything.
+        while !recover_lost_endpoints(&settings2.node_name, &allocator, &dp2, &eps2, &records).await {
+            h2.set_ready(false, "recovering endpoints from IPAM and the kernel");
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
         let report = dp2.enable_sweep().await;
         if let Some(e) = report.error {
             h2.set_ready(false, &format!("dataplane: {e}"));
@@ -272,26 +277,31 @@ async fn serve_http(
 
 /// Endpoints IPAM says this node holds, whose host interface exists, but of
 /// which the agent has no record (its state directory was lost): recorded
-/// again as ready, so the sweep that follows keeps their routes.
+/// again as ready, so the sweep that follows keeps their routes. `false`
+/// when IPAM or the kernel could not be read.
 async fn recover_lost_endpoints(
     node: &str,
     allocator: &Allocator<KubeStore>,
     dp: &DataplaneHandle,
     endpoints: &SharedEndpoints,
     records: &EndpointStore,
-) {
+) -> bool {
     let blocks: Vec<IPAMBlock> = match allocator.store().list(None).await {
         Ok(b) => b,
         Err(e) => {
             tracing::warn!(error = %e, "could not list IPAM blocks to recover endpoints");
-            return;
+            return false;
         }
     };
     let known: BTreeSet<EndpointKey> = endpoints
         .lock()
         .map(|t| t.iter().map(Endpoint::key).collect())
         .unwrap_or_default();
-    let links: BTreeSet<String> = dp.link_names().await.into_iter().collect();
+    let Some(links) = dp.link_names().await else {
+        tracing::warn!("could not read the links to recover endpoints");
+        return false;
+    };
+    let links: BTreeSet<String> = links.into_iter().collect();
     let mut found: BTreeMap<EndpointKey, Endpoint> = BTreeMap::new();
     for b in &blocks {
         let Ok(cidr) = margay_api::net::Cidr::parse_strict(&b.spec.cidr) else {
@@ -344,4 +354,5 @@ async fn recover_lost_endpoints(
             t.upsert(e);
         }
     }
+    true
 }
