@@ -155,6 +155,17 @@ pub async fn start(
             source,
         })?;
     tracing::info!(socket = %settings.cni_socket.display(), "serving the endpoint socket");
+    if let Some(every) = settings.endpoint_cleanup_interval {
+        let handler = handler.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                handler.forget_endpoints_of_gone_pods().await;
+            }
+        }));
+    }
     tasks.push(tokio::spawn(endpoint_service::serve(
         listener,
         handler,

@@ -58,6 +58,10 @@ pub struct Cli {
     /// (default: AgentConfiguration routeRefreshInterval, else 90s).
     #[arg(long, env = "MARGAY_ROUTE_REFRESH_INTERVAL", value_parser = parse_duration)]
     pub route_refresh_interval: Option<Duration>,
+    /// How often endpoints of pods that are gone without a CNI DEL are
+    /// looked for (and released); 0s: never.
+    #[arg(long, env = "MARGAY_ENDPOINT_CLEANUP_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub endpoint_cleanup_interval: Duration,
     /// Do not take part in running cluster-wide IPAM garbage collection.
     #[arg(long, env = "MARGAY_NO_IPAM_GC")]
     pub no_ipam_gc: bool,
@@ -96,6 +100,8 @@ pub struct Settings {
     pub api_timeout: Duration,
     /// `None`: this agent never runs IPAM GC.
     pub ipam_gc: Option<crate::ipam_gc::IpamGcConfig>,
+    /// `None`: never look for endpoints of gone pods.
+    pub endpoint_cleanup_interval: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +144,8 @@ impl Settings {
                 None => cluster.route_refresh_interval,
             },
             api_timeout: cli.api_timeout,
+            endpoint_cleanup_interval: (!cli.endpoint_cleanup_interval.is_zero())
+                .then_some(cli.endpoint_cleanup_interval),
             ipam_gc: (!cli.no_ipam_gc).then(|| crate::ipam_gc::IpamGcConfig {
                 lease_namespace: cli.lease_namespace.clone(),
                 lease_duration: cli.ipam_gc_lease_duration.max(Duration::from_secs(1)),

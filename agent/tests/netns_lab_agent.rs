@@ -997,3 +997,115 @@ async fn an_add_fails_fast_and_clearly_while_the_api_server_hangs() {
     .await;
     assert_eq!(allocations(&kube).await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_of_pods_gone_without_a_del_are_released_and_no_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = UpOptions::new(dir.path());
+    opts.nodes = 1;
+    opts.agent_args = ["--endpoint-cleanup-interval", "1s"]
+        .map(String::from)
+        .to_vec();
+    let lab = LabGuard::up(&opts).unwrap();
+    let kube = client(&lab).await;
+    let node1 = lab.netns("node1").unwrap();
+    let socket = lab.node_files("node1").unwrap().cni_socket;
+    let prefix = netns_prefix(&lab.plan().id);
+    let pods: Api<Pod> = Api::namespaced(kube.clone(), "default");
+    let mut wired = Vec::new();
+    for name in ["gone", "no-object", "no-veth"] {
+        create_pod(&kube, "default", name, "node1").await;
+        let att = attachment(&format!("gc-{name}"));
+        let alloc: Allocation = serde_json::from_value(
+            ok(
+                &socket,
+                Request::Add {
+                    attachment: att.clone(),
+                    pod: pod_ref("default", name),
+                    netns: String::new(),
+                },
+            )
+            .await,
+        )
+        .unwrap();
+        let ip: IpAddr = alloc.addresses[0].trim_end_matches("/32").parse().unwrap();
+        let pod_ns = wire(
+            &node1,
+            &format!("{prefix}pod-{name}"),
+            &alloc.host_interface,
+            ip,
+        );
+        ok(
+            &socket,
+            Request::Ready {
+                attachment: att,
+                pod: pod_ref("default", name),
+                host_interface: alloc.host_interface.clone(),
+                addresses: alloc.addresses.clone(),
+                mac: None,
+            },
+        )
+        .await;
+        wired.push((name, alloc.host_interface, pod_ns));
+    }
+    for (name, host_if, pod_ns) in &wired {
+        // "gone": interface and object both gone, no DEL. "no-object": the
+        // object is gone but the pod is still wired. "no-veth": the reverse.
+        if *name != "no-object" {
+            node1.ip(&["link", "del", host_if]).unwrap();
+            pod_ns.delete().unwrap();
+        }
+        if *name != "no-veth" {
+            pods.delete(name, &Default::default()).await.unwrap();
+        }
+    }
+    until("the gone pod's address to be released", async || {
+        !allocations(&kube)
+            .await
+            .iter()
+            .any(|(h, _)| h == "gc-gone/eth0")
+    })
+    .await;
+    // The others stay, through two more cleanup rounds.
+    let counter = |name: &str| -> u64 {
+        metrics(&node1)
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let seen = counter("margay_endpoint_cleanup_rounds_total");
+    until("two more cleanup rounds", async || {
+        counter("margay_endpoint_cleanup_rounds_total") >= seen + 2
+    })
+    .await;
+    assert_eq!(counter("margay_endpoints_forgotten_total"), 1);
+    let mut handles: Vec<String> = allocations(&kube)
+        .await
+        .into_iter()
+        .map(|(h, _)| h)
+        .collect();
+    handles.sort();
+    assert_eq!(handles, ["gc-no-object/eth0", "gc-no-veth/eth0"]);
+    ok(
+        &socket,
+        Request::Check {
+            attachment: attachment("gc-no-object"),
+            pod: pod_ref("default", "no-object"),
+        },
+    )
+    .await;
+    match call(
+        &socket,
+        &Request::Check {
+            attachment: attachment("gc-gone"),
+            pod: pod_ref("default", "gone"),
+        },
+    )
+    .await
+    .unwrap()
+    {
+        Response::Error(e) => assert_eq!(e.code, codes::UNKNOWN_CONTAINER),
+        other => panic!("{other:?}"),
+    }
+}

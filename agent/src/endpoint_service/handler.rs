@@ -479,6 +479,54 @@ impl EndpointHandler {
         Ok(())
     }
 
+    /// Forgets endpoints whose pod is gone without a CNI DEL (a runtime that
+    /// lost track of it, a node that rebooted): the pod is absent from the
+    /// synced cache *and* the API confirms it (404), and the host interface no
+    /// longer exists. Releases their addresses as DEL would. Returns the
+    /// attachments it removed.
+    pub async fn forget_endpoints_of_gone_pods(&self) -> Vec<String> {
+        if !self.health.is_ready() {
+            return Vec::new();
+        }
+        let Some(links) = self.dataplane.link_names().await else {
+            return Vec::new();
+        };
+        let links: BTreeSet<String> = links.into_iter().collect();
+        let candidates: Vec<Endpoint> = self
+            .endpoints
+            .lock()
+            .map(|t| {
+                t.iter()
+                    .filter(|e| !links.contains(&e.host_interface))
+                    .filter(|e| self.datastore.pod(&e.pod.namespace, &e.pod.name).is_none())
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut removed = Vec::new();
+        self.metrics.endpoint_cleanup_rounds.inc();
+        for e in candidates {
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), &e.pod.namespace);
+            match tokio::time::timeout(self.api_timeout, api.get_opt(&e.pod.name)).await {
+                Ok(Ok(None)) => {}
+                // Still there (the cache lags), or no answer: keep it.
+                _ => continue,
+            }
+            let key = e.key();
+            match self.del(e.attachment.clone()).await {
+                Ok(()) => {
+                    tracing::info!(endpoint = key.as_str(), pod = %format!("{}/{}", e.pod.namespace, e.pod.name), "forgot the endpoint of a pod that is gone (no CNI DEL came)");
+                    self.metrics.endpoints_forgotten.inc();
+                    removed.push(key.as_str().to_string());
+                }
+                Err(err) => {
+                    tracing::warn!(endpoint = key.as_str(), error = %err.msg, "could not forget a gone pod's endpoint")
+                }
+            }
+        }
+        removed
+    }
+
     async fn check(&self, attachment: Attachment) -> Result<EndpointInfo> {
         self.require_ready()?;
         let key = Self::key(&attachment)?;
