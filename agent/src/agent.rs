@@ -181,51 +181,17 @@ pub async fn start(
         )));
     }
 
-    let settings2 = settings.clone();
-    let (h2, m2, dp2, eps2) = (
-        health.clone(),
-        metrics.clone(),
-        dp.clone(),
-        endpoints.clone(),
-    );
-    tasks.push(tokio::spawn(async move {
-        health_until_synced(&h2, &datastore).await;
-        m2.datastore_in_sync.set(1);
-        // Sweeping before recovery could delete the routes of live pods whose
-        // record was lost: retry until recovery has looked at everything.
-        while !recover_lost_endpoints(&settings2.node_name, &allocator, &dp2, &eps2, &records).await {
-            h2.set_ready(false, "recovering endpoints from IPAM and the kernel");
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        }
-        let report = dp2.enable_sweep().await;
-        if let Some(e) = report.error {
-            h2.set_ready(false, &format!("dataplane: {e}"));
-        }
-        // Not ready until a full pass has succeeded.
-        loop {
-            // Sweeping stays on once asked for; the first pass that works
-            // (and so reports sweeping) makes the agent ready.
-            if dp2.resync().await.error.is_none() && dp2.status().sweeping {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        }
-        h2.set_ready(true, "ready");
-        if let Some(logs) = logs.filter(|_| !settings2.log_level_pinned) {
-            tokio::spawn(follow_log_level(datastore.clone(), settings2.node_name.clone(), logs));
-        }
-        tracing::info!(mtu = dp2.status().mtu, "agent ready");
-        if let Some(path) = &settings2.cni_conflist {
-            match install_conflist(path, &settings2.cni_socket) {
-                Ok(true) => tracing::info!(path = %path.display(), "installed the CNI conflist"),
-                Ok(false) => {}
-                Err(e) => tracing::error!(path = %path.display(), error = %e, "could not install the CNI conflist"),
-            }
-        }
-        // Keep the datastore (and its reflectors) alive with the agent.
-        std::future::pending::<()>().await;
-        drop(datastore);
-    }));
+    tasks.push(tokio::spawn(become_ready(StartUp {
+        settings: settings.clone(),
+        health: health.clone(),
+        metrics: metrics.clone(),
+        dataplane: dp.clone(),
+        endpoints: endpoints.clone(),
+        datastore,
+        allocator,
+        records,
+        logs,
+    })));
 
     Ok(RunningAgent {
         metrics,
@@ -235,6 +201,75 @@ pub async fn start(
         tasks,
         socket: settings.cni_socket.clone(),
     })
+}
+
+/// What start-up step 5 needs.
+struct StartUp {
+    settings: Settings,
+    health: Health,
+    metrics: Metrics,
+    dataplane: DataplaneHandle,
+    endpoints: SharedEndpoints,
+    datastore: Datastore,
+    allocator: Allocator<KubeStore>,
+    records: EndpointStore,
+    logs: Option<crate::logging::LogControl>,
+}
+
+/// Start-up step 5: caches in sync, lost endpoints recovered, sweep on,
+/// ready, conflist installed; then keeps the reflectors alive.
+async fn become_ready(s: StartUp) {
+    s.health
+        .set_ready(false, "waiting for the datastore caches to sync");
+    s.datastore.wait_synced().await;
+    tracing::info!("datastore caches in sync");
+    s.metrics.datastore_in_sync.set(1);
+    // Sweeping before recovery could delete the routes of live pods whose
+    // record was lost: retry until recovery has looked at everything.
+    while !recover_lost_endpoints(
+        &s.settings.node_name,
+        &s.allocator,
+        &s.dataplane,
+        &s.endpoints,
+        &s.records,
+    )
+    .await
+    {
+        s.health
+            .set_ready(false, "recovering endpoints from IPAM and the kernel");
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    if let Some(e) = s.dataplane.enable_sweep().await.error {
+        s.health.set_ready(false, &format!("dataplane: {e}"));
+    }
+    // Sweeping stays on once asked for; the first full pass that works (and
+    // so reports sweeping) makes the agent ready.
+    loop {
+        if s.dataplane.resync().await.error.is_none() && s.dataplane.status().sweeping {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    s.health.set_ready(true, "ready");
+    tracing::info!(mtu = s.dataplane.status().mtu, "agent ready");
+    if let Some(logs) = s.logs.filter(|_| !s.settings.log_level_pinned) {
+        tokio::spawn(follow_log_level(
+            s.datastore.clone(),
+            s.settings.node_name.clone(),
+            logs,
+        ));
+    }
+    if let Some(path) = &s.settings.cni_conflist {
+        match install_conflist(path, &s.settings.cni_socket) {
+            Ok(true) => tracing::info!(path = %path.display(), "installed the CNI conflist"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "could not install the CNI conflist")
+            }
+        }
+    }
+    // The reflectors live as long as the datastore: as long as the agent.
+    std::future::pending::<()>().await;
 }
 
 /// Runs the agent until `shutdown` completes.
@@ -262,12 +297,6 @@ async fn follow_log_level(datastore: Datastore, node: String, logs: crate::loggi
             logs.set_level(level);
         }
     }
-}
-
-async fn health_until_synced(health: &Health, datastore: &Datastore) {
-    health.set_ready(false, "waiting for the datastore caches to sync");
-    datastore.wait_synced().await;
-    tracing::info!("datastore caches in sync");
 }
 
 async fn serve_http(
