@@ -292,6 +292,30 @@ async fn up_starts_ready_agents_and_a_pod_goes_through_add_ready_del() {
 
     // Del: released, route gone, idempotent, unknown attachments succeed.
     node1.ip(&["link", "del", &alloc.host_interface]).unwrap();
+    // (Check now names what is missing.)
+    match call(
+        &socket,
+        &Request::Check {
+            attachment: att.clone(),
+            pod: pod_ref("default", "web-1"),
+        },
+    )
+    .await
+    .unwrap()
+    {
+        Response::Error(e) => {
+            assert_eq!(e.code, codes::IO_FAILURE);
+            assert!(
+                e.msg.contains(&format!(
+                    "host interface {} does not exist",
+                    alloc.host_interface
+                )),
+                "{}",
+                e.msg
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     ok(
         &socket,
         Request::Del {

@@ -555,6 +555,17 @@ impl EndpointHandler {
                 ),
             ));
         }
+        if e.state == EndpointState::Ready {
+            // A pass also repairs what can be repaired; what cannot (the host
+            // interface is gone) is the answer.
+            let report = self.dataplane.apply().await;
+            if let Some(problem) = report.problem_with(&e.host_interface, &e.addresses) {
+                return Err(wire(
+                    codes::IO_FAILURE,
+                    format!("endpoint {}: {problem}", key.as_str()),
+                ));
+            }
+        }
         Ok(EndpointInfo {
             addresses: e.address_strings(),
             host_interface: e.host_interface.clone(),
