@@ -41,6 +41,14 @@ if KC=$("${LAB[@]}" kubeconfig 2>/dev/null); then
   bold "The cluster's API server, through kubectl"
   run kubectl --kubeconfig "$KC" get nodes -o wide
   run kubectl --kubeconfig "$KC" get namespaces
+  run kubectl --kubeconfig "$KC" get ippools
+
+  bold "margay-agent on every node: ready, CNI conflist installed, metrics"
+  for n in node1 node2 node3; do
+    printf '%s: ' "$n"; "${LAB[@]}" exec "$n" -- curl -s 127.0.0.1:9099/readyz
+  done
+  run cat "$DIR/nodes/node1/net.d/10-margay.conflist"
+  "${LAB[@]}" exec node1 -- curl -s 127.0.0.1:9091/metrics | grep -E '^margay_(datastore_in_sync|active_local_endpoints|ipam_gc_leader) '
 fi
 
 bold "The lab's processes"

@@ -72,7 +72,11 @@ impl RunningAgent {
 
 /// Starts the agent on the current runtime; returns once everything is
 /// spawned (readiness follows later, see [`Health`]).
-pub async fn start(settings: &Settings, client: Client) -> Result<RunningAgent, AgentError> {
+pub async fn start(
+    settings: &Settings,
+    client: Client,
+    logs: Option<crate::logging::LogControl>,
+) -> Result<RunningAgent, AgentError> {
     let metrics = Metrics::new();
     let health = Health::new();
     let mut tasks = Vec::new();
@@ -134,7 +138,7 @@ pub async fn start(settings: &Settings, client: Client) -> Result<RunningAgent, 
     let allocator = Allocator::new(store, Arc::new(SystemClock));
     let handler = Arc::new(EndpointHandler::new(
         settings.node_name.clone(),
-        client,
+        client.clone(),
         allocator.clone(),
         datastore.clone(),
         endpoints.clone(),
@@ -151,47 +155,43 @@ pub async fn start(settings: &Settings, client: Client) -> Result<RunningAgent, 
             source,
         })?;
     tracing::info!(socket = %settings.cni_socket.display(), "serving the endpoint socket");
+    if let Some(every) = settings.endpoint_cleanup_interval {
+        let handler = handler.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                handler.forget_endpoints_of_gone_pods().await;
+            }
+        }));
+    }
     tasks.push(tokio::spawn(endpoint_service::serve(
         listener,
         handler,
         metrics.clone(),
     )));
 
-    let settings2 = settings.clone();
-    let (h2, m2, dp2, eps2) = (
-        health.clone(),
-        metrics.clone(),
-        dp.clone(),
-        endpoints.clone(),
-    );
-    tasks.push(tokio::spawn(async move {
-        health_until_synced(&h2, &datastore).await;
-        m2.datastore_in_sync.set(1);
-        recover_lost_endpoints(&settings2.node_name, &allocator, &dp2, &eps2, &records).await;
-        let report = dp2.enable_sweep().await;
-        if let Some(e) = report.error {
-            h2.set_ready(false, &format!("dataplane: {e}"));
-        }
-        // Not ready until a full pass has succeeded.
-        loop {
-            if dp2.status().sweeping && dp2.resync().await.error.is_none() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        }
-        h2.set_ready(true, "ready");
-        tracing::info!(mtu = dp2.status().mtu, "agent ready");
-        if let Some(path) = &settings2.cni_conflist {
-            match install_conflist(path, &settings2.cni_socket) {
-                Ok(true) => tracing::info!(path = %path.display(), "installed the CNI conflist"),
-                Ok(false) => {}
-                Err(e) => tracing::error!(path = %path.display(), error = %e, "could not install the CNI conflist"),
-            }
-        }
-        // Keep the datastore (and its reflectors) alive with the agent.
-        std::future::pending::<()>().await;
-        drop(datastore);
-    }));
+    if let Some(cfg) = settings.ipam_gc.clone() {
+        tasks.push(tokio::spawn(crate::ipam_gc::run(
+            client.clone(),
+            settings.node_name.clone(),
+            cfg,
+            metrics.clone(),
+        )));
+    }
+
+    tasks.push(tokio::spawn(become_ready(StartUp {
+        settings: settings.clone(),
+        health: health.clone(),
+        metrics: metrics.clone(),
+        dataplane: dp.clone(),
+        endpoints: endpoints.clone(),
+        datastore,
+        allocator,
+        records,
+        logs,
+    })));
 
     Ok(RunningAgent {
         metrics,
@@ -203,23 +203,100 @@ pub async fn start(settings: &Settings, client: Client) -> Result<RunningAgent, 
     })
 }
 
+/// What start-up step 5 needs.
+struct StartUp {
+    settings: Settings,
+    health: Health,
+    metrics: Metrics,
+    dataplane: DataplaneHandle,
+    endpoints: SharedEndpoints,
+    datastore: Datastore,
+    allocator: Allocator<KubeStore>,
+    records: EndpointStore,
+    logs: Option<crate::logging::LogControl>,
+}
+
+/// Start-up step 5: caches in sync, lost endpoints recovered, sweep on,
+/// ready, conflist installed; then keeps the reflectors alive.
+async fn become_ready(s: StartUp) {
+    s.health
+        .set_ready(false, "waiting for the datastore caches to sync");
+    s.datastore.wait_synced().await;
+    tracing::info!("datastore caches in sync");
+    s.metrics.datastore_in_sync.set(1);
+    // Sweeping before recovery could delete the routes of live pods whose
+    // record was lost: retry until recovery has looked at everything.
+    while !recover_lost_endpoints(
+        &s.settings.node_name,
+        &s.allocator,
+        &s.dataplane,
+        &s.endpoints,
+        &s.records,
+    )
+    .await
+    {
+        s.health
+            .set_ready(false, "recovering endpoints from IPAM and the kernel");
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    if let Some(e) = s.dataplane.enable_sweep().await.error {
+        s.health.set_ready(false, &format!("dataplane: {e}"));
+    }
+    // Sweeping stays on once asked for; the first full pass that works (and
+    // so reports sweeping) makes the agent ready.
+    loop {
+        if s.dataplane.resync().await.error.is_none() && s.dataplane.status().sweeping {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    s.health.set_ready(true, "ready");
+    tracing::info!(mtu = s.dataplane.status().mtu, "agent ready");
+    if let Some(logs) = s.logs.filter(|_| !s.settings.log_level_pinned) {
+        tokio::spawn(follow_log_level(
+            s.datastore.clone(),
+            s.settings.node_name.clone(),
+            logs,
+        ));
+    }
+    if let Some(path) = &s.settings.cni_conflist {
+        match install_conflist(path, &s.settings.cni_socket) {
+            Ok(true) => tracing::info!(path = %path.display(), "installed the CNI conflist"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "could not install the CNI conflist")
+            }
+        }
+    }
+    // The reflectors live as long as the datastore: as long as the agent.
+    std::future::pending::<()>().await;
+}
+
 /// Runs the agent until `shutdown` completes.
 pub async fn run(
     settings: &Settings,
     client: Client,
+    logs: crate::logging::LogControl,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
-    let agent = start(settings, client).await?;
+    let agent = start(settings, client, Some(logs)).await?;
     shutdown.await;
     tracing::info!("shutting down; routes and pods stay as they are");
     agent.stop();
     Ok(())
 }
 
-async fn health_until_synced(health: &Health, datastore: &Datastore) {
-    health.set_ready(false, "waiting for the datastore caches to sync");
-    datastore.wait_synced().await;
-    tracing::info!("datastore caches in sync");
+/// Applies `AgentConfiguration.logLevel` changes as they arrive.
+async fn follow_log_level(datastore: Datastore, node: String, logs: crate::logging::LogControl) {
+    let mut changes = datastore.changes();
+    let mut current = datastore.agent_config(&node).log_level;
+    while changes.changed().await.is_ok() {
+        let level = datastore.agent_config(&node).log_level;
+        if level != current {
+            current = level;
+            logs.set_level(level);
+        }
+    }
 }
 
 async fn serve_http(
@@ -240,26 +317,31 @@ async fn serve_http(
 
 /// Endpoints IPAM says this node holds, whose host interface exists, but of
 /// which the agent has no record (its state directory was lost): recorded
-/// again as ready, so the sweep that follows keeps their routes.
+/// again as ready, so the sweep that follows keeps their routes. `false`
+/// when IPAM or the kernel could not be read.
 async fn recover_lost_endpoints(
     node: &str,
     allocator: &Allocator<KubeStore>,
     dp: &DataplaneHandle,
     endpoints: &SharedEndpoints,
     records: &EndpointStore,
-) {
+) -> bool {
     let blocks: Vec<IPAMBlock> = match allocator.store().list(None).await {
         Ok(b) => b,
         Err(e) => {
             tracing::warn!(error = %e, "could not list IPAM blocks to recover endpoints");
-            return;
+            return false;
         }
     };
     let known: BTreeSet<EndpointKey> = endpoints
         .lock()
         .map(|t| t.iter().map(Endpoint::key).collect())
         .unwrap_or_default();
-    let links: BTreeSet<String> = dp.link_names().await.into_iter().collect();
+    let Some(links) = dp.link_names().await else {
+        tracing::warn!("could not read the links to recover endpoints");
+        return false;
+    };
+    let links: BTreeSet<String> = links.into_iter().collect();
     let mut found: BTreeMap<EndpointKey, Endpoint> = BTreeMap::new();
     for b in &blocks {
         let Ok(cidr) = margay_api::net::Cidr::parse_strict(&b.spec.cidr) else {
@@ -312,4 +394,5 @@ async fn recover_lost_endpoints(
             t.upsert(e);
         }
     }
+    true
 }

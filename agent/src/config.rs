@@ -58,6 +58,22 @@ pub struct Cli {
     /// (default: AgentConfiguration routeRefreshInterval, else 90s).
     #[arg(long, env = "MARGAY_ROUTE_REFRESH_INTERVAL", value_parser = parse_duration)]
     pub route_refresh_interval: Option<Duration>,
+    /// How often endpoints of pods that are gone without a CNI DEL are
+    /// looked for (and released); 0s: never.
+    #[arg(long, env = "MARGAY_ENDPOINT_CLEANUP_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub endpoint_cleanup_interval: Duration,
+    /// Do not take part in running cluster-wide IPAM garbage collection.
+    #[arg(long, env = "MARGAY_NO_IPAM_GC")]
+    pub no_ipam_gc: bool,
+    /// Time between IPAM garbage collection passes (of the elected agent).
+    #[arg(long, env = "MARGAY_IPAM_GC_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub ipam_gc_interval: Duration,
+    /// How long the IPAM GC leader's Lease lasts without renewal.
+    #[arg(long, env = "MARGAY_IPAM_GC_LEASE_DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub ipam_gc_lease_duration: Duration,
+    /// Namespace of the IPAM GC Lease (`margay-ipam-gc`).
+    #[arg(long, env = "MARGAY_LEASE_NAMESPACE", default_value = "kube-system")]
+    pub lease_namespace: String,
     /// Bound on each API call made while serving a CNI request, e.g. 5s.
     #[arg(long, env = "MARGAY_API_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub api_timeout: Duration,
@@ -75,10 +91,17 @@ pub struct Settings {
     pub health_listen: SocketAddr,
     pub metrics_listen: Option<SocketAddr>,
     pub log_level: LogLevel,
+    /// The level came from a flag or the environment: configuration changes
+    /// in the cluster do not override it.
+    pub log_level_pinned: bool,
     pub log_format: LogFormat,
     pub mtu: Option<u32>,
     pub route_refresh_interval: Option<Duration>,
     pub api_timeout: Duration,
+    /// `None`: this agent never runs IPAM GC.
+    pub ipam_gc: Option<crate::ipam_gc::IpamGcConfig>,
+    /// `None`: never look for endpoints of gone pods.
+    pub endpoint_cleanup_interval: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +135,7 @@ impl Settings {
             health_listen: cli.health_listen.unwrap_or(any(cluster.health_port)),
             metrics_listen: cli.metrics_listen.or(cluster.metrics_port.map(any)),
             log_level: cli.log_level.unwrap_or(cluster.log_level),
+            log_level_pinned: cli.log_level.is_some(),
             log_format: cli.log_format.unwrap_or(cluster.log_format),
             mtu: cli.mtu.or(cluster.mtu),
             route_refresh_interval: match cli.route_refresh_interval {
@@ -120,6 +144,14 @@ impl Settings {
                 None => cluster.route_refresh_interval,
             },
             api_timeout: cli.api_timeout,
+            endpoint_cleanup_interval: (!cli.endpoint_cleanup_interval.is_zero())
+                .then_some(cli.endpoint_cleanup_interval),
+            ipam_gc: (!cli.no_ipam_gc).then(|| crate::ipam_gc::IpamGcConfig {
+                lease_namespace: cli.lease_namespace.clone(),
+                lease_duration: cli.ipam_gc_lease_duration.max(Duration::from_secs(1)),
+                interval: cli.ipam_gc_interval,
+                call_timeout: Duration::from_secs(30),
+            }),
         })
     }
 }

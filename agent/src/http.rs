@@ -30,6 +30,8 @@ impl Answer {
 pub async fn serve(listener: TcpListener, route: Arc<dyn Fn(&str) -> Answer + Send + Sync>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of descriptors, most likely: do not spin.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
         let route = route.clone();

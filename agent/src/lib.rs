@@ -18,5 +18,6 @@ pub mod endpoint_service;
 pub mod endpoint_store;
 pub mod health;
 pub mod http;
+pub mod ipam_gc;
 pub mod logging;
 pub mod metrics;

@@ -17,12 +17,12 @@ async fn main() -> anyhow::Result<()> {
     let pre = Settings::resolve(&cli, &ResolvedAgentConfig::default())?;
     let (cluster, warning) = cluster_config(&client, &pre.node_name).await;
     let settings = Settings::resolve(&cli, &cluster)?;
-    margay_agent::logging::init(settings.log_level, settings.log_format);
+    let logs = margay_agent::logging::init(settings.log_level, settings.log_format);
     if let Some(w) = warning {
         tracing::warn!("{w}; using flags and defaults");
     }
     tracing::info!(node = %settings.node_name, socket = %settings.cni_socket.display(), state = %settings.state_dir.display(), "margay-agent starting");
-    margay_agent::agent::run(&settings, client, shutdown_signal()).await?;
+    margay_agent::agent::run(&settings, client, logs, shutdown_signal()).await?;
     Ok(())
 }
 

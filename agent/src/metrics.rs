@@ -50,6 +50,15 @@ pub struct Metrics {
     /// 1 once every datastore cache has synced.
     pub datastore_in_sync: Gauge,
     pub pod_annotation_errors: Counter,
+    /// Rounds of looking for endpoints of pods gone without a CNI DEL.
+    pub endpoint_cleanup_rounds: Counter,
+    /// Endpoints forgotten (and released) that way.
+    pub endpoints_forgotten: Counter,
+    /// 1 while this agent holds the IPAM GC Lease.
+    pub ipam_gc_leader: Gauge,
+    pub ipam_gc_passes: Family<OpResult, Counter>,
+    /// Leaked addresses released by GC (Calico: ipam_gc_reclamations).
+    pub ipam_gc_reclamations: Counter,
 }
 
 impl Default for Metrics {
@@ -77,6 +86,11 @@ impl Metrics {
             sysctl_writes: Counter::default(),
             datastore_in_sync: Gauge::default(),
             pod_annotation_errors: Counter::default(),
+            endpoint_cleanup_rounds: Counter::default(),
+            endpoints_forgotten: Counter::default(),
+            ipam_gc_leader: Gauge::default(),
+            ipam_gc_passes: Family::default(),
+            ipam_gc_reclamations: Counter::default(),
         };
         r.register(
             "margay_active_local_endpoints",
@@ -147,6 +161,31 @@ impl Metrics {
             "margay_pod_annotation_errors",
             "Failed writes of the pod address annotations",
             m.pod_annotation_errors.clone(),
+        );
+        r.register(
+            "margay_endpoint_cleanup_rounds",
+            "Rounds of looking for endpoints of pods gone without a CNI DEL",
+            m.endpoint_cleanup_rounds.clone(),
+        );
+        r.register(
+            "margay_endpoints_forgotten",
+            "Endpoints of pods gone without a CNI DEL, released and forgotten",
+            m.endpoints_forgotten.clone(),
+        );
+        r.register(
+            "margay_ipam_gc_leader",
+            "1 while this agent holds the IPAM garbage collection Lease",
+            m.ipam_gc_leader.clone(),
+        );
+        r.register(
+            "margay_ipam_gc_passes",
+            "IPAM garbage collection passes run here, by result",
+            m.ipam_gc_passes.clone(),
+        );
+        r.register(
+            "margay_ipam_gc_reclamations",
+            "Leaked addresses released by IPAM garbage collection",
+            m.ipam_gc_reclamations.clone(),
         );
         Metrics {
             registry: Arc::new(r),

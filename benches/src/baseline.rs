@@ -27,6 +27,8 @@ fn run(ctx: &Context) -> anyhow::Result<Vec<Figure>> {
         state_dir: ctx.work_dir.join("baseline-lab"),
         bare: true,
         agents: false,
+        ipv6_pool: false,
+        agent_args: Vec::new(),
     })?;
     let (n1, n2) = (&lab.plan().nodes[0], &lab.plan().nodes[1]);
     let (node1, node2) = (Netns::open(&n1.netns), Netns::open(&n2.netns));

@@ -116,6 +116,8 @@ fn run(ctx: &Context) -> anyhow::Result<Vec<Figure>> {
         state_dir: ctx.work_dir.join("cni-lab"),
         bare: false,
         agents: true,
+        ipv6_pool: false,
+        agent_args: Vec::new(),
     })?;
     let runtime = PodRuntime::new(&lab)?;
     let node = lab.plan().nodes[0].clone();

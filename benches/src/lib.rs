@@ -6,6 +6,7 @@
 //! in [`registry`]. Micro-benchmarks use criterion inside their crate; macro
 //! ones drive the lab through `margay_lab`.
 
+pub mod agent_rss;
 pub mod apiserver;
 pub mod baseline;
 pub mod cni;
@@ -43,6 +44,7 @@ pub fn registry() -> Vec<Benchmark> {
         baseline::benchmark(),
         apiserver::benchmark(),
         ipam::benchmark(),
+        agent_rss::benchmark(),
         cni::benchmark(),
         policy::programming(),
         policy::throughput(),

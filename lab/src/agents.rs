@@ -26,6 +26,10 @@ use crate::{LabError, binaries, process};
 pub const DEFAULT_POOL_NAME: &str = "default-ipv4-ippool";
 pub const DEFAULT_POOL_CIDR: &str = "10.244.0.0/16";
 pub const DEFAULT_POOL_BLOCK_SIZE: u8 = 26;
+/// The IPv6 pool `up --ipv6-pool` adds.
+pub const DEFAULT_V6_POOL_NAME: &str = "default-ipv6-ippool";
+pub const DEFAULT_V6_POOL_CIDR: &str = "fd00:244::/48";
+pub const DEFAULT_V6_POOL_BLOCK_SIZE: u8 = 122;
 
 /// How long `up` (and `start_agent`) wait for an agent to report ready.
 pub const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -35,9 +39,9 @@ pub fn role(node: &str) -> String {
     format!("agent-{node}")
 }
 
-/// Installs the CRDs and the default IPPool (on a thread of its own, so it
-/// works inside or outside an async runtime).
-pub fn install_cluster_resources(kubeconfig: &Path) -> Result<(), LabError> {
+/// Installs the CRDs and the default IPPool, and with `ipv6` the IPv6 one
+/// (on a thread of its own, so it works inside or outside an async runtime).
+pub fn install_cluster_resources(kubeconfig: &Path, ipv6: bool) -> Result<(), LabError> {
     let kubeconfig = kubeconfig.to_path_buf();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -57,22 +61,34 @@ pub fn install_cluster_resources(kubeconfig: &Path) -> Result<(), LabError> {
                     }
                 }
             }
-            let mut spec = IPPoolSpec::new(DEFAULT_POOL_CIDR);
-            spec.block_size = Some(DEFAULT_POOL_BLOCK_SIZE);
             let pools: Api<IPPool> = Api::all(client);
-            match pools
-                .create(
-                    &PostParams::default(),
-                    &IPPool::new(DEFAULT_POOL_NAME, spec),
-                )
-                .await
-            {
-                Ok(_) => Ok(()),
-                Err(kube::Error::Api(s)) if s.is_already_exists() => Ok(()),
-                Err(e) => Err(LabError::ApiServer(format!(
-                    "creating IPPool {DEFAULT_POOL_NAME}: {e}"
-                ))),
+            let mut wanted = vec![(
+                DEFAULT_POOL_NAME,
+                DEFAULT_POOL_CIDR,
+                DEFAULT_POOL_BLOCK_SIZE,
+            )];
+            if ipv6 {
+                wanted.push((
+                    DEFAULT_V6_POOL_NAME,
+                    DEFAULT_V6_POOL_CIDR,
+                    DEFAULT_V6_POOL_BLOCK_SIZE,
+                ));
             }
+            for (name, cidr, block_size) in wanted {
+                let mut spec = IPPoolSpec::new(cidr);
+                spec.block_size = Some(block_size);
+                match pools
+                    .create(&PostParams::default(), &IPPool::new(name, spec))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.is_already_exists() => {}
+                    Err(e) => {
+                        return Err(LabError::ApiServer(format!("creating IPPool {name}: {e}")));
+                    }
+                }
+            }
+            Ok(())
         })
     })
     .join()
@@ -80,7 +96,12 @@ pub fn install_cluster_resources(kubeconfig: &Path) -> Result<(), LabError> {
 }
 
 /// Starts a node's agent in its namespace; returns its pid at once.
-pub fn spawn(dir: &StateDir, lab_id: &str, node: &NodePlan) -> Result<i32, LabError> {
+pub fn spawn(
+    dir: &StateDir,
+    lab_id: &str,
+    node: &NodePlan,
+    extra_args: &[String],
+) -> Result<i32, LabError> {
     let exe = binaries::require("margay-agent")?;
     let files = dir.node_files(&node.name);
     for d in [&files.dir, &files.cni_conf_dir, &files.agent_dir] {
@@ -100,6 +121,7 @@ pub fn spawn(dir: &StateDir, lab_id: &str, node: &NodePlan) -> Result<i32, LabEr
         // Each node has its own namespace, so the usual ports do not collide.
         .args(["--health-listen", "0.0.0.0:9099"])
         .args(["--metrics-listen", "0.0.0.0:9091"])
+        .args(extra_args)
         .env(LAB_ID_ENV, lab_id)
         .env_remove("KUBECONFIG");
     let log = dir.log(&role(&node.name));
@@ -109,18 +131,26 @@ pub fn spawn(dir: &StateDir, lab_id: &str, node: &NodePlan) -> Result<i32, LabEr
     Ok(pid)
 }
 
-/// Asks the agent behind `socket` for its status: `Ok(true)` when ready.
-pub fn status(socket: &Path) -> std::io::Result<bool> {
+/// Sends one request to the agent's endpoint socket and reads the answer
+/// (blocking; for the lab, tests and benchmarks).
+pub fn request(socket: &Path, req: &Request) -> std::io::Result<Response> {
     let mut stream = UnixStream::connect(socket)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut line = serde_json::to_vec(&Request::Status).map_err(std::io::Error::other)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut line = serde_json::to_vec(req).map_err(std::io::Error::other)?;
     line.push(b'\n');
     stream.write_all(&line)?;
     let mut answer = String::new();
     BufReader::new(stream).read_line(&mut answer)?;
-    let resp: Response = serde_json::from_str(answer.trim_end())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-    Ok(matches!(resp, Response::Ok(_)))
+    serde_json::from_str(answer.trim_end())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Asks the agent behind `socket` for its status: `Ok(true)` when ready.
+pub fn status(socket: &Path) -> std::io::Result<bool> {
+    Ok(matches!(
+        request(socket, &Request::Status)?,
+        Response::Ok(_)
+    ))
 }
 
 /// Waits until the agent answers `Status` with ready; fails early if its

@@ -23,6 +23,12 @@ pub struct UpOptions {
     /// Start a `margay-agent` on every node (ignored when `bare`). Without
     /// agents the lab has the API server, CRDs and default IPPool only.
     pub agents: bool,
+    /// Also create the IPv6 pool `default-ipv6-ippool` (fd00:244::/48), so
+    /// pods get an address of each family.
+    pub ipv6_pool: bool,
+    /// Extra arguments for every `margay-agent` (kept for later
+    /// `start_agent` calls), e.g. `["--ipam-gc-interval", "1s"]`.
+    pub agent_args: Vec<String>,
 }
 
 impl UpOptions {
@@ -33,6 +39,8 @@ impl UpOptions {
             state_dir: state_dir.into(),
             bare: false,
             agents: true,
+            ipv6_pool: false,
+            agent_args: Vec::new(),
         }
     }
 }
@@ -57,7 +65,7 @@ impl Lab {
             return Err(LabError::AlreadyUp(dir.path().to_path_buf()));
         }
         let plan = topology::plan(&id, opts.nodes, opts.topology)?;
-        match build(&dir, &plan, opts.bare, opts.agents) {
+        match build(&dir, &plan, opts) {
             Ok(state) => {
                 dir.save(&state)
                     .map_err(|e| LabError::io(&dir.state_file(), e))?;
@@ -229,7 +237,7 @@ impl Lab {
             )));
         }
         let n = self.node(node)?;
-        let pid = agents::spawn(&self.dir, &self.state.plan.id, n)?;
+        let pid = agents::spawn(&self.dir, &self.state.plan.id, n, &self.state.agent_args)?;
         agents::wait_ready(
             &self.dir,
             &n.name,
@@ -335,29 +343,30 @@ fn own_namespaces(id: &str) -> Result<Vec<String>, LabError> {
         .collect())
 }
 
-fn build(dir: &StateDir, plan: &Plan, bare: bool, agents: bool) -> Result<LabState, LabError> {
+fn build(dir: &StateDir, plan: &Plan, opts: &UpOptions) -> Result<LabState, LabError> {
     build_fabric(plan)?;
     let mut state = LabState {
         plan: plan.clone(),
         api_url: None,
         api_url_nodes: None,
         agents: false,
+        agent_args: opts.agent_args.clone(),
     };
-    if !bare {
+    if !opts.bare {
         let local = start_apiserver(dir, plan)?;
         let url = format!("http://{local}");
         let node_url = format!("http://{}", plan.api_address());
         write(&dir.kubeconfig(), &kubeconfig::render(&url))?;
         write(&dir.node_kubeconfig(), &kubeconfig::render(&node_url))?;
         nodes::register(&dir.kubeconfig(), plan)?;
-        agents::install_cluster_resources(&dir.kubeconfig())?;
+        agents::install_cluster_resources(&dir.kubeconfig(), opts.ipv6_pool)?;
         state.api_url = Some(url);
         state.api_url_nodes = Some(node_url);
-        if agents {
+        if opts.agents {
             // Start them all, then wait: they sync in parallel.
             let mut pids = Vec::new();
             for n in &plan.nodes {
-                pids.push((n, agents::spawn(dir, &plan.id, n)?));
+                pids.push((n, agents::spawn(dir, &plan.id, n, &opts.agent_args)?));
             }
             for (n, pid) in pids {
                 let files = dir.node_files(&n.name);

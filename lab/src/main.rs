@@ -39,6 +39,13 @@ enum Command {
         /// API server, CRDs and the default IPPool, but no margay-agent.
         #[arg(long)]
         no_agents: bool,
+        /// Also create the IPv6 pool fd00:244::/48: pods get both families.
+        #[arg(long)]
+        ipv6_pool: bool,
+        /// An extra argument for every margay-agent (repeat it), e.g.
+        /// --agent-arg=--log-level --agent-arg=debug.
+        #[arg(long = "agent-arg", allow_hyphen_values = true)]
+        agent_args: Vec<String>,
     },
     /// Remove every namespace, link and process of the lab (also after a crashed `up`).
     Down,
@@ -54,6 +61,12 @@ enum Command {
         node: String,
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+    /// Start, stop (SIGTERM), restart or kill (SIGKILL) a node's margay-agent.
+    Agent {
+        #[arg(value_enum)]
+        action: AgentAction,
+        node: String,
     },
     /// Run the Kubernetes API emulator.
     Apiserver(margay_lab::apiserver::Args),
@@ -170,6 +183,14 @@ enum NamespaceCommand {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+enum AgentAction {
+    Start,
+    Stop,
+    Restart,
+    Kill,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 enum Output {
     Table,
     Json,
@@ -183,6 +204,8 @@ fn main() -> anyhow::Result<()> {
             topology,
             bare,
             no_agents,
+            ipv6_pool,
+            agent_args,
         } => {
             let opts = UpOptions {
                 nodes,
@@ -190,6 +213,8 @@ fn main() -> anyhow::Result<()> {
                 state_dir: cli.state_dir,
                 bare,
                 agents: !no_agents,
+                ipv6_pool,
+                agent_args,
             };
             let lab = Lab::up(&opts)?;
             print_table(&lab.status());
@@ -220,6 +245,19 @@ fn main() -> anyhow::Result<()> {
             let lab = Lab::open(&cli.state_dir)?;
             let err = lab.exec_command(&node, &command)?.exec();
             return Err(err).with_context(|| format!("running {:?} in {node}", command.join(" ")));
+        }
+        Command::Agent { action, node } => {
+            let lab = Lab::open(&cli.state_dir)?;
+            match action {
+                AgentAction::Start => {
+                    println!("agent of {node} ready (pid {})", lab.start_agent(&node)?)
+                }
+                AgentAction::Restart => {
+                    println!("agent of {node} ready (pid {})", lab.restart_agent(&node)?)
+                }
+                AgentAction::Stop => lab.stop_agent(&node)?,
+                AgentAction::Kill => lab.kill_agent(&node)?,
+            }
         }
         Command::Apiserver(args) => margay_lab::apiserver::run(args)?,
         Command::PodServer { ports, ready_file } => {

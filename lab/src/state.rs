@@ -29,6 +29,9 @@ pub struct LabState {
     /// Whether `up` started a `margay-agent` on every node.
     #[serde(default)]
     pub agents: bool,
+    /// Extra arguments every agent is started with.
+    #[serde(default)]
+    pub agent_args: Vec<String>,
 }
 
 #[derive(Debug, Clone)]

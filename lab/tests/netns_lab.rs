@@ -17,6 +17,8 @@ fn bare(dir: &Path, nodes: usize, topology: Topology) -> UpOptions {
         state_dir: dir.to_path_buf(),
         bare: true,
         agents: false,
+        ipv6_pool: false,
+        agent_args: Vec::new(),
     }
 }
 

@@ -8,9 +8,11 @@
 //! - [`sysctls`]: host-side sysctls each endpoint interface needs;
 //! - [`addressing`]: what to ask IPAM for, from pod/namespace annotations and pools;
 //! - [`mtu`]: the pod MTU from the host's links.
+//! - [`lease`]: leader election steps (who runs cluster-wide IPAM GC).
 
 pub mod addressing;
 pub mod endpoints;
+pub mod lease;
 pub mod mtu;
 pub mod routes;
 pub mod sysctls;

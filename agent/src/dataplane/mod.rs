@@ -27,6 +27,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
+/// The longest one reconcile pass may take before it is abandoned (and the
+/// requests waiting on it told so).
+const PASS_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The endpoint table, shared by the endpoint service (writer) and the
 /// dataplane (reader).
 pub type SharedEndpoints = Arc<Mutex<EndpointTable>>;
@@ -114,13 +118,12 @@ impl DataplaneHandle {
         self.request(Request::EnableSweep).await
     }
 
-    /// Names of the links in the dataplane's namespace.
-    pub async fn link_names(&self) -> Vec<String> {
+    /// Names of the links in the dataplane's namespace; `None` if they could
+    /// not be read.
+    pub async fn link_names(&self) -> Option<Vec<String>> {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Request::Links(tx)).is_err() {
-            return Vec::new();
-        }
-        rx.await.unwrap_or_default()
+        self.tx.send(Request::Links(tx)).ok()?;
+        rx.await.ok()
     }
 
     pub fn status(&self) -> DataplaneStatus {
@@ -203,23 +206,21 @@ impl Dataplane {
         self.health.heartbeat();
         loop {
             let mut replies = Vec::new();
+            let mut link_replies = Vec::new();
             let mut full = false;
             let trigger;
             tokio::select! {
                 req = rx.recv() => {
                     let Some(req) = req else { return };
-                    if let Request::Links(reply) = req {
-                        let names = match self.netlink.links().await {
-                            Ok(links) => links.into_iter().map(|l| l.name).collect(),
-                            Err(_) => Vec::new(),
-                        };
-                        let _ = reply.send(names);
-                        continue;
-                    }
-                    self.take(req, &mut replies, &mut full);
+                    self.take(req, &mut replies, &mut link_replies, &mut full);
                     // Coalesce everything already queued into this one pass.
                     while let Ok(req) = rx.try_recv() {
-                        self.take(req, &mut replies, &mut full);
+                        self.take(req, &mut replies, &mut link_replies, &mut full);
+                    }
+                    if replies.is_empty() {
+                        // Only questions about links: no pass needed.
+                        self.answer_links(link_replies).await;
+                        continue;
                     }
                     trigger = "request";
                 }
@@ -247,6 +248,22 @@ impl Dataplane {
             for r in replies {
                 let _ = r.send(report.clone());
             }
+            self.answer_links(link_replies).await;
+        }
+    }
+
+    async fn answer_links(&self, replies: Vec<oneshot::Sender<Vec<String>>>) {
+        if replies.is_empty() {
+            return;
+        }
+        // Callers decide what to keep from this list (endpoint recovery), so
+        // a failed read must not look like "no links": they get nothing and
+        // the channel closes, which `link_names` reports as an error.
+        if let Ok(links) = self.netlink.links().await {
+            let names: Vec<String> = links.into_iter().map(|l| l.name).collect();
+            for r in replies {
+                let _ = r.send(names.clone());
+            }
         }
     }
 
@@ -254,6 +271,7 @@ impl Dataplane {
         &mut self,
         req: Request,
         replies: &mut Vec<oneshot::Sender<ApplyReport>>,
+        link_replies: &mut Vec<oneshot::Sender<Vec<String>>>,
         full: &mut bool,
     ) {
         match req {
@@ -266,17 +284,15 @@ impl Dataplane {
                 *full = true;
                 replies.push(reply);
             }
-            // Answered where it is received; one queued behind others gets
-            // the dataplane's view after this pass.
-            Request::Links(reply) => {
-                let _ = reply.send(Vec::new());
-            }
+            Request::Links(reply) => link_replies.push(reply),
         }
     }
 
     async fn pass(&mut self, full: bool, trigger: &str) -> ApplyReport {
         let start = Instant::now();
-        let report = match self.reconcile(full).await {
+        // A kernel that stops answering must not wedge every CNI request.
+        let outcome = tokio::time::timeout(PASS_TIMEOUT, self.reconcile(full)).await;
+        let report = match outcome.unwrap_or(Err(NetlinkError::Timeout(PASS_TIMEOUT))) {
             Ok(r) => r,
             Err(e) => {
                 self.metrics.route_table_errors.inc();

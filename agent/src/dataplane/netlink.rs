@@ -12,6 +12,7 @@ use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
+use rtnetlink::sys::AsyncSocket;
 use rtnetlink::{Handle, MulticastGroup, RouteMessageBuilder};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -22,6 +23,8 @@ pub type Notifications = futures::stream::BoxStream<'static, ()>;
 pub enum NetlinkError {
     #[error("opening a netlink socket: {0}")]
     Open(#[from] std::io::Error),
+    #[error("netlink: no answer within {0:?}")]
+    Timeout(std::time::Duration),
     #[error("netlink {what}: {source}")]
     Request {
         what: String,
@@ -36,14 +39,26 @@ pub struct Netlink {
 }
 
 impl Netlink {
-    /// Connects and subscribes to link and IPv4/IPv6 route notifications.
-    /// Must run inside a tokio runtime (the connection task is spawned on it).
+    /// Opens two sockets: one for requests and one subscribed to link and
+    /// IPv4/IPv6 route notifications. They are apart because a burst of
+    /// notifications can overflow a socket's buffer, and the kernel then drops
+    /// whatever else was queued — on a shared socket, parts of our own dump
+    /// replies, and the request would wait forever. An overflowed
+    /// notification socket only costs a full pass (it reports the overrun).
+    /// Must run inside a tokio runtime (the connection tasks are spawned on it).
     pub fn connect() -> Result<(Netlink, Notifications), NetlinkError> {
-        let (conn, handle, messages) = rtnetlink::new_multicast_connection(&[
+        let (conn, handle, _) = rtnetlink::new_connection()?;
+        tokio::spawn(conn);
+        let (mut conn, _, messages) = rtnetlink::new_multicast_connection(&[
             MulticastGroup::Link,
             MulticastGroup::Ipv4Route,
             MulticastGroup::Ipv6Route,
         ])?;
+        // Room for the burst of many pods starting at once; the kernel caps
+        // it at net.core.rmem_max, which is fine (overruns are handled).
+        if let Err(e) = conn.socket_mut().socket_mut().set_rx_buf_sz(4usize << 20) {
+            tracing::debug!(error = %e, "could not enlarge the netlink notification buffer");
+        }
         tokio::spawn(conn);
         Ok((Netlink { handle }, messages.map(|_| ()).boxed()))
     }

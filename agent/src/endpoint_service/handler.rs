@@ -42,6 +42,11 @@ pub struct EndpointHandler {
     /// Bound on each API call made while serving a request.
     pub api_timeout: Duration,
     locks: Mutex<HashMap<EndpointKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// IPAM writes of this node, one at a time (as Calico's host-wide IPAM
+    /// lock): concurrent ADDs on one node all write the same block, and
+    /// racing claims of a new block make the losers fail instead of using
+    /// the block the winner claimed. In sequence each costs one write.
+    ipam_lock: tokio::sync::Mutex<()>,
 }
 
 type Result<T> = std::result::Result<T, WireError>;
@@ -80,6 +85,7 @@ impl EndpointHandler {
             health,
             api_timeout,
             locks: Mutex::new(HashMap::new()),
+            ipam_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -208,7 +214,20 @@ impl EndpointHandler {
             ipv6: want.ipv6,
         };
         let started = Instant::now();
-        let result = self.allocator.allocate(&req).await;
+        // Waiting for the node's IPAM turn and the allocation itself are
+        // bounded together, so an API server in trouble fails ADDs with
+        // "try again later" instead of queueing them past the runtime's patience.
+        let budget = self.ipam_budget();
+        let result = tokio::time::timeout(budget, async {
+            let _ipam = self.ipam_lock.lock().await;
+            self.allocator.allocate(&req).await
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(IpamError::Store(StoreError::Unavailable(format!(
+                "IPAM did not finish within {budget:?}"
+            ))))
+        });
         self.ipam_metric("allocate", started, result.as_ref().err());
         let allocation = result.map_err(|e| ipam_wire(&e, &pod))?;
         let addresses: Vec<IpAddr> = allocation.addresses().collect();
@@ -223,6 +242,7 @@ impl EndpointHandler {
         };
         if let Err(e) = self.table_put(endpoint.clone()) {
             // Without a record a later DEL still releases by handle, but be tidy.
+            let _ipam = self.ipam_lock.lock().await;
             let _ = self
                 .allocator
                 .release_handle(key.ipam_handle(), Some(&self.node))
@@ -306,6 +326,12 @@ impl EndpointHandler {
             want.ipv4 = Some(AddressRequest::any());
         }
         Ok(want)
+    }
+
+    /// How long one IPAM operation may take, queueing included: a few API
+    /// calls' worth, well inside the plugin's own timeout (30 s).
+    fn ipam_budget(&self) -> Duration {
+        (self.api_timeout * 4).min(Duration::from_secs(25))
     }
 
     fn ipam_metric(&self, op: &str, started: Instant, err: Option<&IpamError>) {
@@ -423,10 +449,19 @@ impl EndpointHandler {
         let key = Self::key(&attachment)?;
         let _guard = self.lock(&key).await;
         let started = Instant::now();
-        let result = self
-            .allocator
-            .release_handle(key.ipam_handle(), Some(&self.node))
-            .await;
+        let budget = self.ipam_budget();
+        let result = tokio::time::timeout(budget, async {
+            let _ipam = self.ipam_lock.lock().await;
+            self.allocator
+                .release_handle(key.ipam_handle(), Some(&self.node))
+                .await
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(IpamError::Store(StoreError::Unavailable(format!(
+                "IPAM did not finish within {budget:?}"
+            ))))
+        });
         self.ipam_metric("release", started, result.as_ref().err());
         let released = result.map_err(|e| {
             wire(
@@ -442,6 +477,54 @@ impl EndpointHandler {
         }
         tracing::info!(endpoint = key.as_str(), released = ?released, "deleted");
         Ok(())
+    }
+
+    /// Forgets endpoints whose pod is gone without a CNI DEL (a runtime that
+    /// lost track of it, a node that rebooted): the pod is absent from the
+    /// synced cache *and* the API confirms it (404), and the host interface no
+    /// longer exists. Releases their addresses as DEL would. Returns the
+    /// attachments it removed.
+    pub async fn forget_endpoints_of_gone_pods(&self) -> Vec<String> {
+        if !self.health.is_ready() {
+            return Vec::new();
+        }
+        let Some(links) = self.dataplane.link_names().await else {
+            return Vec::new();
+        };
+        let links: BTreeSet<String> = links.into_iter().collect();
+        let candidates: Vec<Endpoint> = self
+            .endpoints
+            .lock()
+            .map(|t| {
+                t.iter()
+                    .filter(|e| !links.contains(&e.host_interface))
+                    .filter(|e| self.datastore.pod(&e.pod.namespace, &e.pod.name).is_none())
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut removed = Vec::new();
+        self.metrics.endpoint_cleanup_rounds.inc();
+        for e in candidates {
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), &e.pod.namespace);
+            match tokio::time::timeout(self.api_timeout, api.get_opt(&e.pod.name)).await {
+                Ok(Ok(None)) => {}
+                // Still there (the cache lags), or no answer: keep it.
+                _ => continue,
+            }
+            let key = e.key();
+            match self.del(e.attachment.clone()).await {
+                Ok(()) => {
+                    tracing::info!(endpoint = key.as_str(), pod = %format!("{}/{}", e.pod.namespace, e.pod.name), "forgot the endpoint of a pod that is gone (no CNI DEL came)");
+                    self.metrics.endpoints_forgotten.inc();
+                    removed.push(key.as_str().to_string());
+                }
+                Err(err) => {
+                    tracing::warn!(endpoint = key.as_str(), error = %err.msg, "could not forget a gone pod's endpoint")
+                }
+            }
+        }
+        removed
     }
 
     async fn check(&self, attachment: Attachment) -> Result<EndpointInfo> {
@@ -471,6 +554,17 @@ impl EndpointHandler {
                     key.as_str()
                 ),
             ));
+        }
+        if e.state == EndpointState::Ready {
+            // A pass also repairs what can be repaired; what cannot (the host
+            // interface is gone) is the answer.
+            let report = self.dataplane.apply().await;
+            if let Some(problem) = report.problem_with(&e.host_interface, &e.addresses) {
+                return Err(wire(
+                    codes::IO_FAILURE,
+                    format!("endpoint {}: {problem}", key.as_str()),
+                ));
+            }
         }
         Ok(EndpointInfo {
             addresses: e.address_strings(),
@@ -568,4 +662,74 @@ fn ipam_wire(e: &IpamError, pod: &PodRef) -> WireError {
             pod.namespace, pod.name
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use margay_api::net::IpFamily;
+
+    fn pod() -> PodRef {
+        PodRef {
+            namespace: "default".into(),
+            name: "web".into(),
+            uid: None,
+        }
+    }
+
+    #[test]
+    fn transient_ipam_errors_say_try_again_later_and_name_the_pod() {
+        let unavailable = IpamError::Store(StoreError::Unavailable("down".into()));
+        let e = ipam_wire(&unavailable, &pod());
+        assert_eq!(e.code, codes::TRY_AGAIN_LATER);
+        assert!(e.msg.contains("Pod default/web"), "{}", e.msg);
+        let exhausted = IpamError::Exhausted {
+            family: IpFamily::V4,
+            node: "n1".into(),
+            pools: vec!["p".into()],
+            hint: String::new(),
+        };
+        assert_eq!(ipam_wire(&exhausted, &pod()).code, codes::TRY_AGAIN_LATER);
+        assert_eq!(ipam_error_kind(&exhausted), "exhausted");
+        assert_eq!(ipam_error_kind(&unavailable), "unavailable");
+    }
+
+    #[test]
+    fn requests_that_cannot_be_met_as_asked_are_configuration_errors() {
+        for e in [
+            IpamError::PoolNotFound("nope".into()),
+            IpamError::AddressNotInPool("192.168.9.9".parse().unwrap()),
+            IpamError::AddressInUse {
+                ip: "10.244.0.1".parse().unwrap(),
+                handle: "x/eth0".into(),
+            },
+        ] {
+            let w = ipam_wire(&e, &pod());
+            assert_eq!(w.code, codes::INVALID_NETWORK_CONFIG, "{e}");
+            assert!(w.msg.contains(&e.to_string()));
+        }
+    }
+
+    #[test]
+    fn attachments_that_are_not_safe_names_are_refused() {
+        let bad = [
+            ("c1", "../../x"),
+            ("c 1", "eth0"),
+            ("", "eth0"),
+            ("c1", "waytoolonginterfacename"),
+        ];
+        for (cid, ifname) in bad {
+            let a = Attachment {
+                container_id: cid.into(),
+                ifname: ifname.into(),
+            };
+            let e = EndpointHandler::key(&a).unwrap_err();
+            assert_eq!(e.code, codes::INVALID_ENVIRONMENT, "{cid:?} {ifname:?}");
+        }
+        let ok = Attachment {
+            container_id: "abc-123".into(),
+            ifname: "eth0".into(),
+        };
+        assert_eq!(EndpointHandler::key(&ok).unwrap().as_str(), "abc-123/eth0");
+    }
 }
