@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the PyPI package kubernetes-validate (Kubernetes JSON schemas, offline)
+# into a venv under target/tools, idempotently. Prints the path of the
+# `kubernetes-validate` command.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv="$root/target/tools/kubernetes-validate-venv"
+bin="$venv/bin/kubernetes-validate"
+if [[ -x "$bin" ]] && "$bin" --version >/dev/null 2>&1; then
+  echo "$bin"
+  exit 0
+fi
+echo "install-kubernetes-validate: installing kubernetes-validate into $venv" >&2
+rm -rf "$venv"
+python3 -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet kubernetes-validate >&2
+"$bin" --version >&2
+echo "$bin"
