@@ -91,7 +91,12 @@ fn command_section(out: &mut String, cmd: &clap::Command, parent: &str) {
     ));
     let args: Vec<&clap::Arg> = cmd
         .get_arguments()
-        .filter(|a| !a.is_global_set() && !a.is_hide_set() && a.get_id() != "help")
+        .filter(|a| {
+            !a.is_global_set()
+                && !a.is_hide_set()
+                && a.get_id() != "help"
+                && a.get_id() != "version"
+        })
         .collect();
     if !args.is_empty() {
         out.push_str(&options_table(&args));
@@ -132,6 +137,15 @@ fn options_table(args: &[&clap::Arg]) -> String {
             .map(|h| h.to_string())
             .unwrap_or_default()
             .replace('\n', " ");
+        let help_trim = help.trim_end().to_string();
+        help = if help_trim.is_empty()
+            || help_trim.ends_with('.')
+            || help_trim.ends_with(')') && help_trim.ends_with(".)")
+        {
+            help_trim
+        } else {
+            format!("{help_trim}.")
+        };
         let values: Vec<String> = a
             .get_possible_values()
             .iter()
@@ -236,6 +250,7 @@ fn field_rows(out: &mut String, path: &str, p: &Value, required: bool) {
         c.push(format!(
             "one of {}",
             e.iter()
+                .filter(|x| !x.is_null())
                 .map(|x| format!(
                     "`{}`",
                     x.as_str().map(str::to_string).unwrap_or(x.to_string())
@@ -254,7 +269,7 @@ fn field_rows(out: &mut String, path: &str, p: &Value, required: bool) {
         c.push(format!("at most {n} characters"));
     }
     if let Some(pat) = p["pattern"].as_str() {
-        c.push(format!("pattern `{}`", pat.replace('|', "\\|")));
+        c.push(format!("pattern `{pat}`"));
     }
     if !p["default"].is_null() {
         c.push(format!("default `{}`", p["default"]));
