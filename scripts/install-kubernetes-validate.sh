@@ -4,6 +4,10 @@
 # `kubernetes-validate` command.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+# Tests may call this concurrently: one installer at a time.
+mkdir -p "$root/target/tools"
+exec 9>"$root/target/tools/.install.lock"
+flock 9
 venv="$root/target/tools/kubernetes-validate-venv"
 bin="$venv/bin/kubernetes-validate"
 if [[ -x "$bin" ]] && "$bin" --version >/dev/null 2>&1; then
