@@ -60,7 +60,14 @@ impl Index {
         self.lines.push(format!("ok      {file}"));
     }
     fn failed(&mut self, file: &str, why: &str) {
-        self.lines.push(format!("failed  {file}: {why}"));
+        // One line per item, whatever the tool printed.
+        let why: Vec<&str> = why
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        self.lines
+            .push(format!("failed  {file}: {}", why.join(" / ")));
     }
 }
 
