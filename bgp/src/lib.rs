@@ -1,3 +1,6 @@
 //! Margay's BGP speaker. Knows nothing of Kubernetes.
 //!
-//! Empty so far; the BGP speaker issue fills it.
+//! - [`codec`]: the wire codec (pure; message types, framing, RFC 7606
+//!   decoding, encoding).
+
+pub mod codec;

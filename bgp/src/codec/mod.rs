@@ -1,0 +1,40 @@
+//! The BGP wire codec: message types, framing, decoding with RFC 7606
+//! dispositions, and encoding. Pure: no I/O, no async.
+//!
+//! Typical use by a session task:
+//! 1. Feed socket reads to a [`Framer`] and take [`Frame`]s from it; a
+//!    header error is a [`Notification`] to send before closing.
+//! 2. Decode the peer's OPEN with [`decode_open`] against an [`OpenCheck`],
+//!    then build the [`SessionContext`] with [`SessionContext::negotiate`].
+//! 3. Decode later frames with [`decode_message`]; UPDATEs come back as a
+//!    [`DecodedUpdate`] with a [`Disposition`].
+//! 4. Encode outgoing messages with [`encode_message`].
+
+mod attributes;
+mod capabilities;
+mod context;
+mod disposition;
+mod family;
+mod message;
+mod notification;
+mod prefix;
+
+pub use attributes::{
+    AS_TRANS, Aggregator, AsPath, AsSegment, Community, LargeCommunity, Origin, PathAttributes,
+    RawAttribute, SegmentType, flags as attr_flags, type_code as attr_type,
+};
+pub use capabilities::{
+    Capabilities, GracefulRestart, GracefulRestartFamily, RawCapability, code as capability_code,
+};
+pub use context::{OpenCheck, SessionContext};
+pub use disposition::{DecodedUpdate, Disposition, DispositionClass, MAX_FAULTS, UpdateFault};
+pub use family::{Afi, Family, Safi};
+pub use message::{
+    BGP_VERSION, HEADER_LEN, MAX_MESSAGE_LEN, Message, MessageType, MpReach, MpUnreach, NextHop,
+    Open, Reach, RouteRefresh, RouteRefreshSubtype, Unreach, Update,
+};
+pub use notification::{
+    CeaseSubcode, FsmSubcode, HeaderSubcode, MAX_SHUTDOWN_TEXT, Notification, NotificationCode,
+    OpenSubcode, RouteRefreshSubcode, ShutdownTextError, UpdateSubcode,
+};
+pub use prefix::{Prefix, PrefixError};
