@@ -9,3 +9,4 @@ pub mod codec;
 pub mod config;
 pub mod fsm;
 pub mod policy;
+pub mod rib;
