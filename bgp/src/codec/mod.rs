@@ -38,3 +38,15 @@ pub use notification::{
     OpenSubcode, RouteRefreshSubcode, ShutdownTextError, UpdateSubcode,
 };
 pub use prefix::{Prefix, PrefixError};
+
+mod decode;
+mod encode;
+mod framing;
+mod reader;
+
+pub use decode::{
+    DecodeError, Received, decode_keepalive, decode_message, decode_notification, decode_open,
+    decode_route_refresh, decode_update, parse_open, validate_open,
+};
+pub use encode::{EncodeError, encode_message, encode_to_vec};
+pub use framing::{Frame, Framer, RawFrame, check_header, split_frame};
