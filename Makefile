@@ -18,6 +18,7 @@ build: deps
 test: deps
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(CARGO) build --workspace --locked --bins
 	$(CARGO) nextest run --workspace --locked --no-fail-fast
 
 demo: build

@@ -319,7 +319,7 @@ fn diff_opts() -> AttrOpts {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn update_ours_to_theirs(update in arb_update(diff_opts())) {

@@ -31,7 +31,7 @@ fn round_trip(msg: &Message, ctx: &SessionContext) -> Option<Received> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn update_round_trips_four_octet(update in arb_update(AttrOpts { confed: true, dup_large: true, sets: true })) {

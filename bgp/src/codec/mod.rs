@@ -8,7 +8,40 @@
 //!    then build the [`SessionContext`] with [`SessionContext::negotiate`].
 //! 3. Decode later frames with [`decode_message`]; UPDATEs come back as a
 //!    [`DecodedUpdate`] with a [`Disposition`].
-//! 4. Encode outgoing messages with [`encode_message`].
+//! 4. Encode outgoing messages with [`encode_message`] ([`pack`] cuts many
+//!    prefixes into UPDATEs that fit).
+//!
+//! ```
+//! use margay_bgp::codec::*;
+//!
+//! let ctx = SessionContext::new(64512, 64513);
+//! let update = Update {
+//!     attributes: PathAttributes {
+//!         origin: Some(Origin::Igp),
+//!         as_path: Some(AsPath::from_sequence([64513])),
+//!         next_hop: Some("192.0.2.1".parse().unwrap()),
+//!         ..Default::default()
+//!     },
+//!     nlri: vec!["10.1.0.0/16".parse().unwrap()],
+//!     ..Default::default()
+//! };
+//! let bytes = encode_to_vec(&Message::Update(update.clone()), &ctx).unwrap();
+//!
+//! let mut framer = Framer::new();
+//! framer.push(&bytes[..10]); // reads may end anywhere
+//! assert_eq!(framer.next_frame(), Ok(None));
+//! framer.push(&bytes[10..]);
+//! let frame = framer.next_frame().unwrap().unwrap();
+//! match decode_message(&frame, &ctx) {
+//!     Ok(Received::Update(d)) => {
+//!         assert_eq!(d.disposition, Disposition::Accept);
+//!         assert_eq!(d.update, update);
+//!     }
+//!     Ok(other) => panic!("unexpected {other:?}"),
+//!     // Send the NOTIFICATION (or, for a malformed NOTIFICATION, just close).
+//!     Err(e) => panic!("{e}"),
+//! }
+//! ```
 
 mod attributes;
 mod capabilities;
@@ -50,3 +83,6 @@ pub use decode::{
 };
 pub use encode::{EncodeError, encode_message, encode_to_vec};
 pub use framing::{Frame, Framer, RawFrame, check_header, split_frame};
+
+/// Packing routes into UPDATEs that fit the message size limit.
+pub mod pack;
