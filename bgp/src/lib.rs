@@ -10,3 +10,15 @@ pub mod config;
 pub mod fsm;
 pub mod policy;
 pub mod rib;
+pub mod session;
+pub mod speaker;
+pub mod status;
+
+pub use codec::{Community, Family, LargeCommunity, Origin, Prefix};
+pub use config::{AddressFamily, ConfigError, GracefulRestartConfig, PeerConfig, SpeakerConfig};
+pub use policy::{FilterAction, PrefixFilter, PrefixRule};
+pub use rib::{BestRoute, RouteAttrs, RouteView};
+pub use speaker::{
+    BestRouteEvent, LocalRoute, RouteQuery, ShutdownMode, Speaker, SpeakerError, SpeakerHandle,
+};
+pub use status::PeerStatus;

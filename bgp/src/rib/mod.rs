@@ -103,7 +103,8 @@ pub struct SessionInfo {
 /// One consequence of a RIB change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RibOutput {
-    /// The best route (or multipath set) of the prefix changed.
+    /// The best route (or multipath set) of the prefix changed, and the
+    /// old or the new one was learned from a peer.
     BestChanged(Prefix),
     /// Send this to the peer: attributes to announce, or `None` to withdraw.
     Advertise {
@@ -744,7 +745,12 @@ impl Rib {
         if after == before {
             return;
         }
-        out.push(RibOutput::BestChanged(*prefix));
+        // The agent hears about routes learned from peers only: a change
+        // between "nothing" and "our own route" is not news to it.
+        let learned = |b: &Before| b.best.as_ref().is_some_and(|p| p.peer != LOCAL);
+        if learned(&before) || learned(&after) {
+            out.push(RibOutput::BestChanged(*prefix));
+        }
         let best_same = match (&before.best, &after.best) {
             (Some(a), Some(b)) => a.peer == b.peer && Arc::ptr_eq(&a.attrs, &b.attrs),
             (None, None) => true,

@@ -273,6 +273,10 @@ fn local_routes_go_to_every_ibgp_peer_and_ebgp_with_prepend() {
         next_hop: None,
     };
     let out = r.announce_local(&pfx("10.20.0.0/26"), local);
+    assert!(
+        !out.iter().any(|o| matches!(o, RibOutput::BestChanged(_))),
+        "our own routes are not news to the agent"
+    );
     let to_i = advert_attrs(&out, i, "10.20.0.0/26").expect("to ibgp");
     assert_eq!(
         to_i.next_hop,
