@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod daemon;
 pub mod fsm;
 pub mod policy;
 pub mod rib;

@@ -457,7 +457,9 @@ impl SpeakerTask {
                 cfg.address
             )));
         }
-        self.set_listener_md5(cfg.address, cfg.md5_password.as_deref());
+        if cfg.md5_password.is_some() {
+            self.set_listener_md5(cfg.address, cfg.md5_password.as_deref());
+        }
         let id = self.rib.add_peer(PeerPolicy::from_config(&cfg));
         let key = self.next_key;
         self.next_key += 1;

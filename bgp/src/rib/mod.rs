@@ -983,7 +983,9 @@ impl Rib {
             let sel = self.select(paths);
             for (i, path) in paths.iter().enumerate() {
                 let best = sel.as_ref().is_some_and(|s| s.best == i);
-                let mp = sel.as_ref().is_some_and(|s| s.multipath.contains(&i));
+                let mp = sel
+                    .as_ref()
+                    .is_some_and(|s| s.multipath.len() > 1 && s.multipath.contains(&i));
                 v.push(self.view(prefix, path, best, mp));
             }
         }
@@ -997,7 +999,9 @@ impl Rib {
             let sel = self.select(paths);
             for (i, path) in paths.iter().enumerate().filter(|(_, p)| p.peer == id) {
                 let best = sel.as_ref().is_some_and(|s| s.best == i);
-                let mp = sel.as_ref().is_some_and(|s| s.multipath.contains(&i));
+                let mp = sel
+                    .as_ref()
+                    .is_some_and(|s| s.multipath.len() > 1 && s.multipath.contains(&i));
                 v.push(self.view(prefix, path, best, mp));
             }
         }
