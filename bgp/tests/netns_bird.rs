@@ -1,9 +1,9 @@
 //! Interop with BIRD 2: iBGP mesh (IPv4 and IPv6), route refresh, route
 //! reflection in both roles, graceful restart.
 
-mod common;
+mod interop;
 
-use common::*;
+use interop::*;
 use margay_bgp::config::AddressFamily;
 use margay_bgp::daemon::Request;
 
