@@ -175,3 +175,261 @@ fn bird_ibgp_mesh_ipv4_ipv6_withdrawals_and_route_refresh() {
     );
     assert!(margay.best("10.20.0.0/24").is_ok(), "{}", diag());
 }
+
+#[test]
+fn bird_route_reflector_with_margay_as_client() {
+    let lab = Lab::new("bc", 3);
+    let (m, rr, c2) = (&lab.nodes[0], &lab.nodes[1], &lab.nodes[2]);
+    let mut conf = bird_base(rr, &[], &[]);
+    conf += "define CLUSTER = 10.255.0.1;\n";
+    for (name, n) in [("margay", m), ("client2", c2)] {
+        conf += &bird_peer(
+            name,
+            &rr.v4.to_string(),
+            &n.v4.to_string(),
+            "ipv4",
+            "rr client; rr cluster id 10.255.0.1;",
+        );
+    }
+    let bird_rr = Bird::start(rr, &conf);
+    let mut conf2 = bird_base(c2, &["10.21.0.0/24"], &[]);
+    conf2 += &bird_peer(
+        "reflector",
+        &c2.v4.to_string(),
+        &rr.v4.to_string(),
+        "ipv4",
+        "",
+    );
+    let bird_c2 = Bird::start(c2, &conf2);
+
+    let mut cfg = margay_config(m, AS);
+    cfg.peers = vec![fast_peer(rr.v4, AS)];
+    cfg.announce = vec![announcement("10.1.0.0/24")];
+    let margay = Margay::start(m, &cfg);
+    let diag = || format!("{}\n{}\n{}", margay.diag(), bird_rr.diag(), bird_c2.diag());
+    margay.wait_established(rr.v4, || bird_rr.diag());
+
+    // The other client's route, reflected: its next hop, ORIGINATOR_ID
+    // and the reflector's cluster id.
+    wait(
+        "client2's route reflected to margay",
+        SLOW,
+        || {
+            let r = margay.best("10.21.0.0/24")?;
+            let ok = r.next_hop == Some(c2.v4.into())
+                && r.originator_id == Some(c2.v4)
+                && r.cluster_list == vec!["10.255.0.1".parse::<std::net::Ipv4Addr>().expect("ip")];
+            if ok { Ok(()) } else { Err(format!("{r:?}")) }
+        },
+        diag,
+    );
+    // Margay's route reaches the other client through the reflector.
+    wait(
+        "margay's route at client2",
+        SLOW,
+        || {
+            let r = bird_c2.kernel_routes(false);
+            if r.iter()
+                .any(|(p, g)| p == "10.1.0.0/24" && *g == m.v4.to_string())
+            {
+                Ok(())
+            } else {
+                Err(format!("{r:?}"))
+            }
+        },
+        diag,
+    );
+    let all = bird_c2.route_all("10.1.0.0/24");
+    assert!(
+        all.contains(&format!("BGP.originator_id: {}", m.v4)),
+        "{all}\n{}",
+        diag()
+    );
+}
+
+#[test]
+fn margay_route_reflector_for_two_bird_clients() {
+    let lab = Lab::new("br", 3);
+    let (m, c1, c2) = (&lab.nodes[0], &lab.nodes[1], &lab.nodes[2]);
+    let mut birds = Vec::new();
+    for (n, prefix) in [(c1, "10.21.0.0/24"), (c2, "10.22.0.0/24")] {
+        let mut conf = bird_base(n, &[prefix], &[]);
+        conf += &bird_peer(
+            "reflector",
+            &n.v4.to_string(),
+            &m.v4.to_string(),
+            "ipv4",
+            "",
+        );
+        birds.push(Bird::start(n, &conf));
+    }
+    let mut cfg = margay_config(m, AS);
+    cfg.cluster_id = Some("10.255.0.9".parse().expect("ip"));
+    for n in [c1, c2] {
+        let mut p = fast_peer(n.v4, AS);
+        p.route_reflector_client = true;
+        cfg.peers.push(p);
+    }
+    let margay = Margay::start(m, &cfg);
+    let diag = || {
+        format!(
+            "{}\n{}\n{}",
+            margay.diag(),
+            birds[0].diag(),
+            birds[1].diag()
+        )
+    };
+    margay.wait_established(c1.v4, diag);
+    margay.wait_established(c2.v4, diag);
+
+    for (from, to, prefix) in [
+        (c1, &birds[1], "10.21.0.0/24"),
+        (c2, &birds[0], "10.22.0.0/24"),
+    ] {
+        wait(
+            &format!("{prefix} reflected"),
+            SLOW,
+            || {
+                let r = to.kernel_routes(false);
+                if r.iter()
+                    .any(|(p, g)| p == prefix && *g == from.v4.to_string())
+                {
+                    Ok(())
+                } else {
+                    Err(format!("{r:?}"))
+                }
+            },
+            diag,
+        );
+        let all = to.route_all(prefix);
+        assert!(
+            all.contains(&format!("BGP.originator_id: {}", from.v4)),
+            "{all}\n{}",
+            diag()
+        );
+        assert!(
+            all.contains("BGP.cluster_list: 10.255.0.9"),
+            "{all}\n{}",
+            diag()
+        );
+    }
+    // A client's own route is never reflected back to it.
+    for (b, own) in [(&birds[0], "10.21.0.0/24"), (&birds[1], "10.22.0.0/24")] {
+        let r = b.kernel_routes(false);
+        assert!(
+            !r.iter().any(|(p, _)| p == own),
+            "{own} came back: {r:?}\n{}",
+            diag()
+        );
+    }
+    let adv = margay.peer(c1.v4).expect("peer").prefixes.advertised[0];
+    assert_eq!(adv, 1, "{}", diag());
+}
+
+#[test]
+fn bird_graceful_restart_both_roles() {
+    let lab = Lab::new("bg", 2);
+    let (m, b) = (&lab.nodes[0], &lab.nodes[1]);
+    let mut conf = bird_base(b, &["10.20.0.0/24"], &[]);
+    conf += &bird_peer("margay", &b.v4.to_string(), &m.v4.to_string(), "ipv4", "");
+    let mut bird = Bird::start(b, &conf);
+    let mut cfg = margay_config(m, AS);
+    cfg.graceful_restart.restart_time = 60;
+    cfg.peers = vec![fast_peer(b.v4, AS)];
+    cfg.announce = vec![announcement("10.1.0.0/24")];
+    let mut margay = Margay::start(m, &cfg);
+    margay.wait_established(b.v4, || bird.diag());
+    let bird_has = |bird: &Bird| {
+        let r = bird.kernel_routes(false);
+        if r.iter().any(|(p, _)| p == "10.1.0.0/24") {
+            Ok(())
+        } else {
+            Err(format!("{r:?}"))
+        }
+    };
+    wait(
+        "BIRD learns margay's route",
+        SLOW,
+        || bird_has(&bird),
+        || bird.diag(),
+    );
+
+    // Margay restarts: BIRD keeps the route (stale) while margay is gone.
+    margay.kill();
+    wait(
+        "BIRD notices margay is gone",
+        SLOW,
+        || match bird.protocol_up("margay") {
+            Ok(()) => Err("still Established".into()),
+            Err(_) => Ok(()),
+        },
+        || bird.diag(),
+    );
+    // BIRD shows no per-route stale flag; it reports the restart on the
+    // protocol and keeps the route in its table (and the kernel).
+    let proto = bird.birdc("show protocols all margay");
+    assert!(
+        proto.contains("graceful restart active"),
+        "BIRD is not helping margay's restart:\n{proto}"
+    );
+    bird_has(&bird)
+        .unwrap_or_else(|e| panic!("BIRD dropped margay's route at once: {e}\n{}", bird.diag()));
+    margay.restart(&["--restarting"]);
+    margay.wait_established(b.v4, || bird.diag());
+    wait(
+        "End-of-RIB ends BIRD's graceful restart",
+        SLOW,
+        || {
+            let proto = bird.birdc("show protocols all margay");
+            if proto.contains("graceful restart active") {
+                Err(proto)
+            } else {
+                bird_has(&bird)
+            }
+        },
+        || format!("{}\n{}", margay.diag(), bird.diag()),
+    );
+
+    // BIRD restarts: margay (helper) keeps BIRD's route stale, then the
+    // new session's End-of-RIB refreshes it.
+    wait(
+        "margay learned BIRD's route",
+        SLOW,
+        || margay.best("10.20.0.0/24").map(|_| ()),
+        || margay.diag(),
+    );
+    bird.kill();
+    wait(
+        "margay holds BIRD's route as stale",
+        SLOW,
+        || {
+            let r = margay.best("10.20.0.0/24")?;
+            if r.stale {
+                Ok(())
+            } else {
+                Err(format!("{r:?}"))
+            }
+        },
+        || margay.diag(),
+    );
+    bird.spawn(&["-R"]);
+    wait(
+        "BIRD's route fresh again",
+        SLOW,
+        || {
+            let r = margay.best("10.20.0.0/24")?;
+            if !r.stale {
+                Ok(())
+            } else {
+                Err(format!("{r:?}"))
+            }
+        },
+        || format!("{}\n{}", margay.diag(), bird.diag()),
+    );
+    wait(
+        "BIRD relearns margay's route",
+        SLOW,
+        || bird_has(&bird),
+        || bird.diag(),
+    );
+}
