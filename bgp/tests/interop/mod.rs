@@ -259,6 +259,16 @@ impl Margay {
         }
     }
 
+    /// SIGHUP: re-read the config file.
+    pub fn reload(&self) {
+        if let Some(pid) = self.pid {
+            // SAFETY: kill(2) on a pid we started.
+            unsafe {
+                libc::kill(pid, libc::SIGHUP);
+            }
+        }
+    }
+
     pub fn restart(&mut self, extra: &[&str]) {
         self.kill();
         self.spawn(extra);
@@ -565,6 +575,10 @@ impl Frr {
     }
 
     fn spawn_daemon(&self, name: &str, conf: &str) {
+        self.spawn_daemon_with(name, conf, &[]);
+    }
+
+    fn spawn_daemon_with(&self, name: &str, conf: &str, extra: &[&str]) {
         let d = &self.dir;
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.ns])
@@ -580,7 +594,8 @@ impl Frr {
             .arg(d)
             .args(["-P", "0"])
             .arg("--log")
-            .arg(format!("file:{}", d.join(format!("{name}.log")).display()));
+            .arg(format!("file:{}", d.join(format!("{name}.log")).display()))
+            .args(extra);
         let out = run(&mut c);
         assert!(
             !out.contains("exited"),
@@ -596,6 +611,23 @@ impl Frr {
         {
             process::terminate(&[pid], Duration::ZERO);
         }
+    }
+
+    /// Restarts a killed bgpd with extra flags (`-K`: graceful restart).
+    pub fn restart_bgpd(&self, extra: &[&str]) {
+        self.spawn_daemon_with("bgpd", "frr.conf", extra);
+    }
+
+    /// Runs configuration commands (`configure terminal` first).
+    pub fn configure(&self, lines: &[&str]) -> String {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns, "vtysh", "--vty_socket"])
+            .arg(&self.dir)
+            .args(["-c", "configure terminal"]);
+        for l in lines {
+            c.args(["-c", l]);
+        }
+        run(&mut c)
     }
 
     pub fn vtysh(&self, cmd: &str) -> String {
