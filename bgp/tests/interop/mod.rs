@@ -699,7 +699,14 @@ impl GoBgp {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.ns, "gobgpd", "-f"])
             .arg(&self.conf)
-            .args(["--api-hosts", "127.0.0.1:50051", "-l", "debug"])
+            .args([
+                "--api-hosts",
+                "127.0.0.1:50051",
+                "-l",
+                "debug",
+                "-p",
+                "--pprof-disable",
+            ])
             .args(extra);
         self.pid = Some(process::spawn_daemon(&mut c, &self.log).expect("start gobgpd"));
         wait(
