@@ -38,7 +38,7 @@ fn gobgp_neighbor(addr: impl std::fmt::Display, family: &str, rr: Option<&str>) 
     s
 }
 
-fn attr<'a>(path: &'a Value, type_code: u64) -> Option<&'a Value> {
+fn attr(path: &Value, type_code: u64) -> Option<&Value> {
     path["attrs"]
         .as_array()?
         .iter()
