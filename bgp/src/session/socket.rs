@@ -224,15 +224,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn connect_with_gtsm_to_a_local_listener() {
+    async fn connect_with_gtsm_to_a_gtsm_listener() {
+        // Both ends send with TTL 255 (the listener's setting covers its
+        // SYN-ACK and is inherited by the accepted socket), so the
+        // handshake passes both minimum-TTL checks.
         let l = listen("127.0.0.1:0".parse().expect("addr")).expect("listen");
+        set_gtsm(l.as_raw_fd(), false).expect("gtsm on listener");
         let port = l.local_addr().expect("local").port();
         let mut peer = PeerConfig::new("127.0.0.1".parse().expect("ip"), 65000);
         peer.port = port;
         peer.ttl_security = true;
-        let (c, a) = tokio::join!(connect(&peer, Duration::from_secs(5)), l.accept());
+        let both = async { tokio::join!(connect(&peer, Duration::from_secs(5)), l.accept()) };
+        let (c, a) = tokio::time::timeout(Duration::from_secs(20), both)
+            .await
+            .expect("handshake in time");
         let c = c.expect("connected");
-        a.expect("accepted");
+        let (accepted, _) = a.expect("accepted");
         assert_eq!(min_ttl(c.as_raw_fd(), false).expect("getsockopt"), 254);
+        assert_eq!(min_ttl(accepted.as_raw_fd(), false).expect("getsockopt"), 254);
     }
 }
