@@ -95,6 +95,8 @@ async fn ibgp_routes_flow_both_ways_and_withdrawals_follow() {
     c.add_peer(peer(b, 2, 1, 65000)).await.expect("add peer");
     established(&a, ip(b, 2)).await;
     established(&c, ip(b, 1)).await;
+    // Both sides sent End-of-RIB: the initial table is complete.
+    assert_eq!(next_event(&mut c_rx).await, BestRouteEvent::Converged);
 
     a.announce(
         "10.1.0.0/24".parse().expect("prefix"),

@@ -241,6 +241,9 @@ mod tests {
         let c = c.expect("connected");
         let (accepted, _) = a.expect("accepted");
         assert_eq!(min_ttl(c.as_raw_fd(), false).expect("getsockopt"), 254);
-        assert_eq!(min_ttl(accepted.as_raw_fd(), false).expect("getsockopt"), 254);
+        assert_eq!(
+            min_ttl(accepted.as_raw_fd(), false).expect("getsockopt"),
+            254
+        );
     }
 }
