@@ -4,6 +4,15 @@
 //!   decoding, encoding).
 //! - [`config`], [`policy`]: speaker and peer settings, prefix filters.
 //! - [`fsm`]: the RFC 4271 session state machine (pure).
+//! - [`rib`]: Adj-RIB-In / Loc-RIB / computed Adj-RIB-Out, decision
+//!   process, route reflection, graceful-restart stale handling (pure).
+//! - [`session`]: the per-peer task and its sockets (effects).
+//! - [`speaker`]: the API the agent uses ([`Speaker::start`],
+//!   [`SpeakerHandle`], [`BestRouteEvent`]).
+//! - [`daemon`]: `margay-bgpd`'s config file and control socket.
+//!
+//! `docs/bgp.md` in the repository describes the design, the API contract
+//! and the tests.
 
 pub mod codec;
 pub mod config;
