@@ -33,9 +33,21 @@ pub struct Source {
 pub struct Selection {
     /// Index of the best path.
     pub best: usize,
-    /// Indices of the paths that tie with it for multipath, best first
-    /// (just `[best]` without multipath).
+    /// Indices of the other paths that tie with it for multipath (empty
+    /// without multipath, so the common case allocates nothing).
     pub multipath: Vec<usize>,
+}
+
+impl Selection {
+    /// The multipath set: the best path, then the others that tie.
+    pub fn members(&self) -> impl Iterator<Item = usize> + '_ {
+        std::iter::once(self.best).chain(self.multipath.iter().copied())
+    }
+
+    /// True when the set has more than one path and `i` is one of them.
+    pub fn in_multipath(&self, i: usize) -> bool {
+        !self.multipath.is_empty() && (i == self.best || self.multipath.contains(&i))
+    }
 }
 
 /// LOCAL_PREF assumed when a path has none (RFC 4271 §5.1.5 leaves it to
@@ -51,13 +63,13 @@ pub fn select(
     if let [only] = paths {
         return only.eligible().then(|| Selection {
             best: 0,
-            multipath: vec![0],
+            multipath: Vec::new(),
         });
     }
     if let Some(i) = paths.iter().position(|p| p.peer == LOCAL && p.eligible()) {
         return Some(Selection {
             best: i,
-            multipath: vec![i],
+            multipath: Vec::new(),
         });
     }
     let mut c: Vec<usize> = (0..paths.len()).filter(|&i| paths[i].eligible()).collect();
@@ -104,11 +116,9 @@ pub fn select(
         .min_by_key(|&&i| source(paths[i].peer).address)
         .unwrap_or(&c[0]);
     let multipath = if multipath {
-        let mut m = vec![best];
-        m.extend(tied.into_iter().filter(|&i| i != best));
-        m
+        tied.into_iter().filter(|&i| i != best).collect()
     } else {
-        vec![best]
+        Vec::new()
     };
     Some(Selection { best, multipath })
 }
@@ -255,10 +265,10 @@ mod tests {
         let paths = build(&[p(3, &[7]), p(2, &[8]), p(1, &[7, 9])]);
         let s = select(&paths, src, true).expect("selection");
         assert_eq!(paths[s.best].peer, 2);
-        let peers: Vec<PeerId> = s.multipath.iter().map(|&i| paths[i].peer).collect();
+        let peers: Vec<PeerId> = s.members().map(|i| paths[i].peer).collect();
         assert_eq!(peers, vec![2, 3]);
         let s = select(&paths, src, false).expect("selection");
-        assert_eq!(s.multipath, vec![s.best]);
+        assert_eq!(s.members().collect::<Vec<_>>(), vec![s.best]);
     }
 
     #[test]

@@ -677,9 +677,8 @@ impl Rib {
             Some(s) => Before {
                 best: Some(paths[s.best].clone()),
                 multipath: if self.cfg.multipath {
-                    s.multipath
-                        .iter()
-                        .map(|&i| (paths[i].peer, paths[i].attrs.clone()))
+                    s.members()
+                        .map(|i| (paths[i].peer, paths[i].attrs.clone()))
                         .collect()
                 } else {
                     Vec::new()
@@ -951,7 +950,7 @@ impl Rib {
         let best = &paths[s.best];
         let peer = self.peer(best.peer)?;
         let mut next_hops: Vec<IpAddr> = Vec::new();
-        for &i in &s.multipath {
+        for i in s.members() {
             if let Some(nh) = paths[i].attrs.next_hop.map(next_hop_addr)
                 && !next_hops.contains(&nh)
             {
@@ -985,7 +984,7 @@ impl Rib {
                 let best = sel.as_ref().is_some_and(|s| s.best == i);
                 let mp = sel
                     .as_ref()
-                    .is_some_and(|s| s.multipath.len() > 1 && s.multipath.contains(&i));
+                    .is_some_and(|s| s.in_multipath(i));
                 v.push(self.view(prefix, path, best, mp));
             }
         }
@@ -1001,7 +1000,7 @@ impl Rib {
                 let best = sel.as_ref().is_some_and(|s| s.best == i);
                 let mp = sel
                     .as_ref()
-                    .is_some_and(|s| s.multipath.len() > 1 && s.multipath.contains(&i));
+                    .is_some_and(|s| s.in_multipath(i));
                 v.push(self.view(prefix, path, best, mp));
             }
         }
