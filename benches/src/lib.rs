@@ -7,6 +7,8 @@
 //! ones drive the lab through `margay_lab`.
 
 pub mod baseline;
+pub mod bgp_gen;
+pub mod bgp_load;
 pub mod figure;
 pub mod iperf;
 pub mod report;
@@ -35,5 +37,5 @@ pub struct Benchmark {
 
 /// Every benchmark, in the order `make bench` runs them.
 pub fn registry() -> Vec<Benchmark> {
-    vec![baseline::benchmark()]
+    vec![baseline::benchmark(), bgp_load::benchmark()]
 }
