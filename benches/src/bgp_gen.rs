@@ -160,9 +160,21 @@ pub struct GenSession {
 }
 
 impl GenSession {
-    /// Connects from `local` to `dut:179` (retrying while the speaker
-    /// starts) and completes the handshake.
+    /// Connects from `local` to `dut:179` and completes the handshake,
+    /// retrying every 100 ms (as a peer's connect-retry would, faster)
+    /// until `deadline`: a speaker may refuse or reset connections while it
+    /// starts or while its listen queue is full.
     pub async fn open(local: Ipv4Addr, dut: Ipv4Addr, deadline: Instant) -> anyhow::Result<GenSession> {
+        loop {
+            match GenSession::try_open(local, dut, deadline).await {
+                Ok(s) => return Ok(s),
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    async fn try_open(local: Ipv4Addr, dut: Ipv4Addr, deadline: Instant) -> anyhow::Result<GenSession> {
         let stream = loop {
             let s = TcpSocket::new_v4()?;
             s.bind(SocketAddr::new(local.into(), 0))?;

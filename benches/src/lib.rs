@@ -9,6 +9,7 @@
 pub mod baseline;
 pub mod bgp_gen;
 pub mod bgp_load;
+pub mod bgp_sessions;
 pub mod figure;
 pub mod iperf;
 pub mod report;
@@ -37,5 +38,9 @@ pub struct Benchmark {
 
 /// Every benchmark, in the order `make bench` runs them.
 pub fn registry() -> Vec<Benchmark> {
-    vec![baseline::benchmark(), bgp_load::benchmark()]
+    vec![
+        baseline::benchmark(),
+        bgp_load::benchmark(),
+        bgp_sessions::benchmark(),
+    ]
 }

@@ -703,11 +703,17 @@ impl SpeakerTask {
         if out.is_empty() {
             return;
         }
-        let by_id: HashMap<PeerId, std::sync::Arc<session::outbox::Outbox>> = self
-            .peers
-            .values()
-            .map(|p| (p.id, p.session.outbox.clone()))
-            .collect();
+        let adverts = out
+            .iter()
+            .any(|o| matches!(o, RibOutput::Advertise { .. }));
+        let by_id: HashMap<PeerId, std::sync::Arc<session::outbox::Outbox>> = if adverts {
+            self.peers
+                .values()
+                .map(|p| (p.id, p.session.outbox.clone()))
+                .collect()
+        } else {
+            HashMap::new()
+        };
         let track_best = !self.best_tx.is_closed();
         for o in out {
             match o {

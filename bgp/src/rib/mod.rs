@@ -648,52 +648,20 @@ impl Rib {
             .collect()
     }
 
-    fn source(&self, id: PeerId) -> decision::Source {
-        match self.peer(id) {
-            Some(p) => decision::Source {
-                ebgp: p.ebgp,
-                router_id: p.router_id,
-                address: p.policy.address,
-            },
-            None => decision::Source {
-                ebgp: false,
-                router_id: self.cfg.router_id,
-                address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            },
-        }
-    }
-
     fn select(&self, paths: &[Path]) -> Option<decision::Selection> {
-        decision::select(paths, |id| self.source(id), self.cfg.multipath)
-    }
-
-    fn before(&self, p: &Prefix) -> Before {
-        let paths = self.table_get(p);
-        match self.select(paths) {
-            None => Before {
-                best: None,
-                multipath: Vec::new(),
-            },
-            Some(s) => Before {
-                best: Some(paths[s.best].clone()),
-                multipath: if self.cfg.multipath {
-                    s.members()
-                        .map(|i| (paths[i].peer, paths[i].attrs.clone()))
-                        .collect()
-                } else {
-                    Vec::new()
-                },
-            },
-        }
+        select_with(&self.peers, &self.cfg, paths)
     }
 
     fn set_path(&mut self, id: PeerId, prefix: &Prefix, path: Path, out: &mut Vec<RibOutput>) {
-        let before = self.before(prefix);
         let eligible = path.eligible();
-        let old = if prefix.is_ipv4() {
-            self.v4.upsert(prefix, path)
+        // One table lookup for the change and both summaries: this is the
+        // hot path when a peer sends a full table.
+        let (peers, cfg) = (&self.peers, &self.cfg);
+        let summarize = |paths: &[Path]| summary(peers, cfg, paths);
+        let (before, after, old) = if prefix.is_ipv4() {
+            self.v4.upsert_with(prefix, path, summarize)
         } else {
-            self.v6.upsert(prefix, path)
+            self.v6.upsert_with(prefix, path, summarize)
         };
         if let Some(p) = self.peer_mut(id) {
             let c = &mut p.counters;
@@ -713,17 +681,20 @@ impl Rib {
                 c.accepted[i] += 1;
             }
         }
-        self.after_change(prefix, before, out);
+        self.after_change(prefix, before, after, out);
     }
 
     fn remove_path(&mut self, id: PeerId, prefix: &Prefix, out: &mut Vec<RibOutput>) {
-        let before = self.before(prefix);
-        let old = if prefix.is_ipv4() {
-            self.v4.remove(prefix, id)
+        let (peers, cfg) = (&self.peers, &self.cfg);
+        let summarize = |paths: &[Path]| summary(peers, cfg, paths);
+        let removed = if prefix.is_ipv4() {
+            self.v4.remove_with(prefix, id, summarize)
         } else {
-            self.v6.remove(prefix, id)
+            self.v6.remove_with(prefix, id, summarize)
         };
-        let Some(old) = old else { return };
+        let Some((before, after, old)) = removed else {
+            return;
+        };
         if let Some(p) = self.peer_mut(id) {
             let c = &mut p.counters;
             let i = fidx(prefix);
@@ -735,12 +706,17 @@ impl Rib {
                 c.stale -= 1;
             }
         }
-        self.after_change(prefix, before, out);
+        self.after_change(prefix, before, after, out);
     }
 
-    /// Emits what a change of `prefix` means, comparing with `before`.
-    fn after_change(&mut self, prefix: &Prefix, before: Before, out: &mut Vec<RibOutput>) {
-        let after = self.before(prefix);
+    /// Emits what a change of `prefix` from `before` to `after` means.
+    fn after_change(
+        &mut self,
+        prefix: &Prefix,
+        before: Before,
+        after: Before,
+        out: &mut Vec<RibOutput>,
+    ) {
         if after == before {
             return;
         }
@@ -1033,6 +1009,49 @@ impl Rib {
             self.peer(path.peer).map(|p| p.policy.address)
         };
         RouteView::new(prefix, peer, path, best, multipath)
+    }
+}
+
+fn source_of(peers: &[Option<RibPeer>], cfg: &RibConfig, id: PeerId) -> decision::Source {
+    match peers.get(id as usize).and_then(Option::as_ref) {
+        Some(p) => decision::Source {
+            ebgp: p.ebgp,
+            router_id: p.router_id,
+            address: p.policy.address,
+        },
+        None => decision::Source {
+            ebgp: false,
+            router_id: cfg.router_id,
+            address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        },
+    }
+}
+
+fn select_with(
+    peers: &[Option<RibPeer>],
+    cfg: &RibConfig,
+    paths: &[Path],
+) -> Option<decision::Selection> {
+    decision::select(paths, |id| source_of(peers, cfg, id), cfg.multipath)
+}
+
+/// The best path (and multipath set) of a prefix, for change detection.
+fn summary(peers: &[Option<RibPeer>], cfg: &RibConfig, paths: &[Path]) -> Before {
+    match select_with(peers, cfg, paths) {
+        None => Before {
+            best: None,
+            multipath: Vec::new(),
+        },
+        Some(s) => Before {
+            best: Some(paths[s.best].clone()),
+            multipath: if cfg.multipath {
+                s.members()
+                    .map(|i| (paths[i].peer, paths[i].attrs.clone()))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        },
     }
 }
 

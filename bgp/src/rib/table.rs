@@ -111,6 +111,24 @@ impl Paths {
         None
     }
 
+    /// Removes `peer`'s path from a `Many`, turning it into `One` when a
+    /// single path is left. Not for `One` (the caller removes the entry).
+    fn remove_from_many(&mut self, peer: PeerId) -> Option<Path> {
+        let Paths::Many(v) = self else { return None };
+        let i = v.iter().position(|p| p.peer == peer)?;
+        let mut rest = std::mem::take(v).into_vec();
+        let removed = rest.remove(i);
+        *self = if rest.len() == 1 {
+            match rest.pop() {
+                Some(p) => Paths::One(p),
+                None => Paths::Many(Box::default()),
+            }
+        } else {
+            Paths::Many(rest.into_boxed_slice())
+        };
+        Some(removed)
+    }
+
     /// Removes the path of `peer`. Returns it and whether none is left.
     fn remove(self, peer: PeerId) -> (Option<Path>, Option<Paths>) {
         match self {
@@ -224,6 +242,55 @@ impl<K: Key> Table<K> {
         }
     }
 
+    /// Sets the path of `path.peer` for `p` in one lookup, summarising the
+    /// prefix's paths before and after the change (for change detection).
+    /// Returns (before, after, replaced path).
+    pub fn upsert_with<S>(
+        &mut self,
+        p: &Prefix,
+        path: Path,
+        summarize: impl Fn(&[Path]) -> S,
+    ) -> (S, S, Option<Path>) {
+        match self.map.entry(K::from_prefix(p)) {
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                let before = summarize(e.get().as_slice());
+                let old = e.get_mut().upsert(path);
+                (before, summarize(e.get().as_slice()), old)
+            }
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let before = summarize(&[]);
+                let v = e.insert(Paths::One(path));
+                (before, summarize(v.as_slice()), None)
+            }
+        }
+    }
+
+    /// Removes `peer`'s path for `p` in one lookup, summarising before and
+    /// after; `None` when there was no such path.
+    pub fn remove_with<S>(
+        &mut self,
+        p: &Prefix,
+        peer: PeerId,
+        summarize: impl Fn(&[Path]) -> S,
+    ) -> Option<(S, S, Path)> {
+        let std::collections::btree_map::Entry::Occupied(mut e) = self.map.entry(K::from_prefix(p))
+        else {
+            return None;
+        };
+        let before = summarize(e.get().as_slice());
+        match e.get() {
+            Paths::One(x) if x.peer == peer => match e.remove() {
+                Paths::One(old) => Some((before, summarize(&[]), old)),
+                Paths::Many(_) => None,
+            },
+            Paths::One(_) => None,
+            Paths::Many(_) => {
+                let old = e.get_mut().remove_from_many(peer)?;
+                Some((before, summarize(e.get().as_slice()), old))
+            }
+        }
+    }
+
     /// Removes the path of `peer` for `p`.
     pub fn remove(&mut self, p: &Prefix, peer: PeerId) -> Option<Path> {
         let key = K::from_prefix(p);
@@ -319,6 +386,26 @@ mod tests {
         assert!(t.remove(&p, 1).is_none());
         assert!(t.remove(&p, 2).is_some());
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn one_lookup_changes_report_before_and_after() {
+        let mut t: Table<V4Key> = Table::default();
+        let p: Prefix = "10.2.0.0/24".parse().expect("prefix");
+        let count = |paths: &[Path]| paths.len();
+        assert_eq!(t.upsert_with(&p, path(1), count), (0, 1, None));
+        let (b, a, old) = t.upsert_with(&p, path(2), count);
+        assert_eq!((b, a, old.is_none()), (1, 2, true));
+        let (b, a, old) = t.upsert_with(&p, path(2), count);
+        assert_eq!((b, a, old.map(|o| o.peer)), (2, 2, Some(2)));
+        assert!(t.remove_with(&p, 9, count).is_none());
+        let (b, a, old) = t.remove_with(&p, 1, count).expect("removed");
+        assert_eq!((b, a, old.peer), (2, 1, 1));
+        assert!(matches!(t.map.values().next(), Some(Paths::One(_))));
+        let (b, a, _) = t.remove_with(&p, 2, count).expect("removed");
+        assert_eq!((b, a), (1, 0));
+        assert!(t.is_empty());
+        assert!(t.remove_with(&p, 2, count).is_none());
     }
 
     #[test]
