@@ -161,20 +161,28 @@ pub struct GenSession {
 
 impl GenSession {
     /// Connects from `local` to `dut:179` and completes the handshake,
-    /// retrying every 100 ms (as a peer's connect-retry would, faster)
-    /// until `deadline`: a speaker may refuse or reset connections while it
+    /// retrying every second (a short connect-retry, as in our tests) until
+    /// `deadline`: a speaker may refuse or reset connections while it
     /// starts or while its listen queue is full.
-    pub async fn open(local: Ipv4Addr, dut: Ipv4Addr, deadline: Instant) -> anyhow::Result<GenSession> {
+    pub async fn open(
+        local: Ipv4Addr,
+        dut: Ipv4Addr,
+        deadline: Instant,
+    ) -> anyhow::Result<GenSession> {
         loop {
             match GenSession::try_open(local, dut, deadline).await {
                 Ok(s) => return Ok(s),
                 Err(e) if Instant::now() >= deadline => return Err(e),
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
             }
         }
     }
 
-    async fn try_open(local: Ipv4Addr, dut: Ipv4Addr, deadline: Instant) -> anyhow::Result<GenSession> {
+    async fn try_open(
+        local: Ipv4Addr,
+        dut: Ipv4Addr,
+        deadline: Instant,
+    ) -> anyhow::Result<GenSession> {
         let stream = loop {
             let s = TcpSocket::new_v4()?;
             s.bind(SocketAddr::new(local.into(), 0))?;
@@ -241,7 +249,10 @@ impl GenSession {
 
     /// Keeps the session alive (reading and discarding, sending
     /// KEEPALIVEs) until `stop` is set.
-    pub async fn idle(mut self, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> anyhow::Result<()> {
+    pub async fn idle(
+        mut self,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> anyhow::Result<()> {
         let ka = encode_to_vec(&Message::Keepalive, &SessionContext::new(AS, AS))?;
         let mut buf = vec![0u8; 65536];
         let mut next_ka = Instant::now();
@@ -250,7 +261,8 @@ impl GenSession {
                 self.stream.write_all(&ka).await?;
                 next_ka = Instant::now() + Duration::from_secs(10);
             }
-            match tokio::time::timeout(Duration::from_millis(100), self.stream.read(&mut buf)).await {
+            match tokio::time::timeout(Duration::from_millis(100), self.stream.read(&mut buf)).await
+            {
                 Ok(Ok(0)) => bail!("speaker closed the session"),
                 Ok(Err(e)) => bail!("reading from the speaker: {e}"),
                 _ => {}
@@ -291,14 +303,22 @@ pub struct Dut {
 impl Dut {
     /// Starts `kind` in `ns` at `addr` with passive peers `peers`
     /// (route-reflector clients when `rr`).
-    pub fn start(kind: Kind, ns: &Netns, dir: &Path, addr: Ipv4Addr, peers: &[Ipv4Addr], rr: bool) -> anyhow::Result<Dut> {
+    pub fn start(
+        kind: Kind,
+        ns: &Netns,
+        dir: &Path,
+        addr: Ipv4Addr,
+        peers: &[Ipv4Addr],
+        rr: bool,
+    ) -> anyhow::Result<Dut> {
         std::fs::create_dir_all(dir)?;
         let log = dir.join("speaker.log");
         let mut c = Command::new("ip");
         c.args(["netns", "exec", ns.name()]);
         match kind {
             Kind::Margay => {
-                let mut y = format!("router_id: {addr}\nas: {AS}\nlisten: [\"{addr}:179\"]\npeers:\n");
+                let mut y =
+                    format!("router_id: {addr}\nas: {AS}\nlisten: [\"{addr}:179\"]\npeers:\n");
                 for p in peers {
                     let _ = writeln!(
                         y,
@@ -316,7 +336,9 @@ impl Dut {
                     .args(["--log", "warn"]);
             }
             Kind::Bird => {
-                let mut b = format!("router id {addr};\nprotocol device {{ }}\n");
+                let mut b = format!(
+                    "router id {addr};\nlog stderr {{ warning, error, auth, remote, fatal, info }};\nprotocol device {{ }}\n"
+                );
                 for (i, p) in peers.iter().enumerate() {
                     let _ = writeln!(
                         b,
@@ -353,9 +375,14 @@ impl Dut {
                 }
                 let conf = dir.join("gobgpd.toml");
                 std::fs::write(&conf, t)?;
-                c.args(["gobgpd", "-f"])
-                    .arg(&conf)
-                    .args(["--api-hosts", "127.0.0.1:50051", "-l", "warn", "-p", "--pprof-disable"]);
+                c.args(["gobgpd", "-f"]).arg(&conf).args([
+                    "--api-hosts",
+                    "127.0.0.1:50051",
+                    "-l",
+                    "warn",
+                    "-p",
+                    "--pprof-disable",
+                ]);
             }
         }
         let pid = process::spawn_daemon(&mut c, &log)
@@ -373,14 +400,20 @@ impl Dut {
         match self.kind {
             Kind::Margay => {
                 let req = serde_json::json!({"command": "peers"}).to_string() + "\n";
-                let mut s = std::os::unix::net::UnixStream::connect(self.dir.join("margay.sock")).ok()?;
+                let mut s =
+                    std::os::unix::net::UnixStream::connect(self.dir.join("margay.sock")).ok()?;
                 use std::io::{BufRead, Write};
                 s.write_all(req.as_bytes()).ok()?;
                 let mut line = String::new();
                 std::io::BufReader::new(s).read_line(&mut line).ok()?;
                 let v: serde_json::Value = serde_json::from_str(&line).ok()?;
                 let peers = v["peers"].as_array()?;
-                Some(peers.iter().map(|p| p["prefixes"]["accepted"][0].as_u64().unwrap_or(0)).sum())
+                Some(
+                    peers
+                        .iter()
+                        .map(|p| p["prefixes"]["accepted"][0].as_u64().unwrap_or(0))
+                        .sum(),
+                )
             }
             Kind::Bird => {
                 let out = cmd::run(
@@ -403,6 +436,44 @@ impl Dut {
                 let rest = out.split("Destination:").nth(1)?;
                 rest.split(',').next()?.trim().parse().ok()
             }
+        }
+    }
+
+    /// True when the speaker has all `n` peers configured and waiting for
+    /// their connections.
+    pub fn peers_ready(&self, n: usize) -> bool {
+        match self.kind {
+            Kind::Margay => {
+                let req = serde_json::json!({"command": "peers"}).to_string() + "\n";
+                let Ok(mut s) =
+                    std::os::unix::net::UnixStream::connect(self.dir.join("margay.sock"))
+                else {
+                    return false;
+                };
+                use std::io::{BufRead, Write};
+                if s.write_all(req.as_bytes()).is_err() {
+                    return false;
+                }
+                let mut line = String::new();
+                if std::io::BufReader::new(s).read_line(&mut line).is_err() {
+                    return false;
+                }
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                v["peers"].as_array().is_some_and(|a| a.len() == n)
+            }
+            Kind::Bird => cmd::run(
+                Command::new("birdc")
+                    .arg("-s")
+                    .arg(self.dir.join("bird.ctl"))
+                    .args(["show", "protocols"]),
+            )
+            .is_ok_and(|out| out.lines().filter(|l| l.contains("Passive")).count() == n),
+            Kind::GoBgp => cmd::run(
+                Command::new("ip").args(["netns", "exec", &self.ns, "gobgp", "-j", "neighbor"]),
+            )
+            .ok()
+            .and_then(|out| serde_json::from_str::<serde_json::Value>(&out).ok())
+            .is_some_and(|v| v.as_array().is_some_and(|a| a.len() == n)),
         }
     }
 
@@ -435,8 +506,10 @@ impl Dut {
                     .args(["show", "protocols", "all", "p0"]),
             )
             .unwrap_or_else(|e| e.to_string()),
-            Kind::GoBgp => cmd::run(Command::new("ip").args(["netns", "exec", &self.ns, "gobgp", "neighbor"]))
-                .unwrap_or_else(|e| e.to_string()),
+            Kind::GoBgp => {
+                cmd::run(Command::new("ip").args(["netns", "exec", &self.ns, "gobgp", "neighbor"]))
+                    .unwrap_or_else(|e| e.to_string())
+            }
         };
         format!("{view}\n{}", v[v.len().saturating_sub(20)..].join("\n"))
     }

@@ -10,13 +10,13 @@ use anyhow::{Context as _, bail};
 use margay_lab::netns::{NetnsGuard, veth};
 
 use crate::bgp_gen::{Dut, GenSession, Kind};
-use crate::figure::{Better, Figure, Measure, median};
+use crate::figure::{Better, Figure, Measure};
 use crate::{Benchmark, Context};
 
 pub fn benchmark() -> Benchmark {
     Benchmark {
         name: "bgp-sessions",
-        about: "200 route-reflector clients connecting at once to margay-bgpd, BIRD 2, GoBGP: time to all Established with End-of-RIB",
+        about: "200 route-reflector clients connecting at once to margay-bgpd, BIRD 2, GoBGP: time to all Established with End-of-RIB (best of 3)",
         run,
     }
 }
@@ -37,9 +37,12 @@ fn run(ctx: &Context) -> anyhow::Result<Vec<Figure>> {
             samples.push(t * 1e3);
         }
     }
+    // Best of the rounds: BIRD sometimes leaves a few connection attempts
+    // to the kernel's SYN retransmission backoff (about 110 s instead of
+    // about 1.5 s), which says more about the run than about set-up cost.
     let mut medians: Vec<(Kind, f64)> = times
         .into_iter()
-        .map(|(k, mut v)| (k, median(&mut v)))
+        .map(|(k, v)| (k, v.into_iter().fold(f64::INFINITY, f64::min)))
         .collect();
     let Some(pos) = medians.iter().position(|(k, _)| *k == Kind::Margay) else {
         bail!("margay-bgpd was not measured");
@@ -49,7 +52,7 @@ fn run(ctx: &Context) -> anyhow::Result<Vec<Figure>> {
         .into_iter()
         .map(|(kind, other)| {
             Figure::new(
-                format!("{peers} RR clients: all Established with End-of-RIB"),
+                format!("{peers} RR clients: all Established with End-of-RIB (best of {rounds})"),
                 Measure::new("margay-bgpd", m, "ms"),
                 Measure::new(kind.label(), other, "ms"),
                 Better::Lower,
@@ -71,9 +74,8 @@ fn setup(ctx: &Context, kind: Kind, n: usize, round: usize) -> anyhow::Result<f6
     dut_ns.ip(&["addr", "add", "10.0.0.1/16", "dev", "eth0"])?;
     let ips: Vec<Ipv4Addr> = (0..n).map(peer_ip).collect();
     // One batch of `ip addr add` through `ip -batch`.
-    // 10.0.0.2 is not a peer: the readiness probe comes from there.
-    let batch: String = std::iter::once(Ipv4Addr::new(10, 0, 0, 2))
-        .chain(ips.iter().copied())
+    let batch: String = ips
+        .iter()
         .map(|ip| format!("addr add {ip}/16 dev eth0\n"))
         .collect();
     let batch_file = ctx.work_dir.join(format!("addrs-{kind:?}-{round}"));
@@ -81,27 +83,17 @@ fn setup(ctx: &Context, kind: Kind, n: usize, round: usize) -> anyhow::Result<f6
     gen_ns.ip(&["-batch", &batch_file.display().to_string()])?;
     let dir = ctx.work_dir.join(format!("bgp-sessions-{kind:?}-{round}"));
     let dut = Dut::start(kind, &dut_ns, &dir, dut_ip, &ips, true)?;
-    // Wait until the speaker listens: one probe session, closed again.
-    let probe_ips = ips.clone();
-    let ready = crate::bgp_gen::in_netns(&gen_ns, move || {
-        Box::pin(async move {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                let sock = tokio::net::TcpSocket::new_v4()?;
-                sock.bind((Ipv4Addr::new(10, 0, 0, 2), 0).into())?;
-                if sock.connect((dut_ip, 179).into()).await.is_ok() {
-                    return Ok::<(), anyhow::Error>(());
-                }
-                if Instant::now() > deadline {
-                    bail!("speaker never listened ({} peers)", probe_ips.len());
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    });
-    match ready.join() {
-        Ok(r) => r??,
-        Err(_) => bail!("probe thread panicked"),
+    // As in a real fabric, the reflector is up before its clients come.
+    let ready_by = Instant::now() + Duration::from_secs(120);
+    while !dut.peers_ready(n) {
+        if Instant::now() > ready_by {
+            bail!(
+                "{} never had its {n} peers ready:\n{}",
+                kind.label(),
+                dut.log_tail()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
     let worker = crate::bgp_gen::in_netns(&gen_ns, move || {
         Box::pin(async move {
