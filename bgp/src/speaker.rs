@@ -545,10 +545,19 @@ impl SpeakerTask {
         match ev {
             SessionEvent::Established { key, info } => self.on_established(key, *info),
             SessionEvent::Down { key, reason } => self.on_down(key, reason),
-            SessionEvent::Update { key, update } => {
+            SessionEvent::Updates { key, updates } => {
                 let Some(p) = self.entry(key) else { return };
                 let (id, addr) = (p.id, p.cfg.address);
-                let (out, exceeded) = self.rib.apply_update(id, &update);
+                let mut exceeded = None;
+                let mut out = Vec::new();
+                for update in &updates {
+                    let (o, x) = self.rib.apply_update(id, update);
+                    out.extend(o);
+                    if x.is_some() {
+                        exceeded = x;
+                        break;
+                    }
+                }
                 self.apply(out);
                 if let Some(x) = exceeded {
                     warn!(peer = %addr, family = %x.family, limit = x.limit, "prefix limit exceeded");
@@ -703,9 +712,7 @@ impl SpeakerTask {
         if out.is_empty() {
             return;
         }
-        let adverts = out
-            .iter()
-            .any(|o| matches!(o, RibOutput::Advertise { .. }));
+        let adverts = out.iter().any(|o| matches!(o, RibOutput::Advertise { .. }));
         let by_id: HashMap<PeerId, std::sync::Arc<session::outbox::Outbox>> = if adverts {
             self.peers
                 .values()

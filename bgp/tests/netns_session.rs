@@ -529,6 +529,10 @@ fn connection_collision_keeps_the_higher_identifier_and_sends_6_7() {
         let h = speaker(vec![p]).await;
         let (theirs, _) = listener.accept().await.expect("speaker connects");
         let mut theirs = RawPeer::from(theirs);
+        // The speaker's OPEN on its connection: that connection is now
+        // the session's (OpenSent) before ours arrives.
+        let f = theirs.recv().await.expect("the speaker's OPEN");
+        assert_eq!(f.message_type, margay_bgp::codec::MessageType::Open);
         let mut ours = connect(PEER).await;
         // OPEN on our connection first: the speaker learns our identifier
         // and resolves the collision at once.

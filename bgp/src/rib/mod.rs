@@ -958,9 +958,7 @@ impl Rib {
             let sel = self.select(paths);
             for (i, path) in paths.iter().enumerate() {
                 let best = sel.as_ref().is_some_and(|s| s.best == i);
-                let mp = sel
-                    .as_ref()
-                    .is_some_and(|s| s.in_multipath(i));
+                let mp = sel.as_ref().is_some_and(|s| s.in_multipath(i));
                 v.push(self.view(prefix, path, best, mp));
             }
         }
@@ -974,9 +972,7 @@ impl Rib {
             let sel = self.select(paths);
             for (i, path) in paths.iter().enumerate().filter(|(_, p)| p.peer == id) {
                 let best = sel.as_ref().is_some_and(|s| s.best == i);
-                let mp = sel
-                    .as_ref()
-                    .is_some_and(|s| s.in_multipath(i));
+                let mp = sel.as_ref().is_some_and(|s| s.in_multipath(i));
                 v.push(self.view(prefix, path, best, mp));
             }
         }

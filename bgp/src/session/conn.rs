@@ -25,8 +25,9 @@ pub const WRITE_QUEUE: usize = 4;
 pub enum ConnEvent {
     /// An outgoing attempt finished.
     Connected(u64, std::io::Result<TcpStream>),
-    /// A whole message arrived.
-    Frame(ConnId, Frame),
+    /// Whole messages arrived (all those one read completed: batching
+    /// keeps task wake-ups per message low when a peer sends a table).
+    Frames(ConnId, Vec<Frame>),
     /// The byte stream could not be framed.
     Malformed(ConnId, DecodeError),
     /// The connection ended (EOF, reset or write error).
@@ -86,19 +87,20 @@ impl Connection {
                     }
                 };
                 framer.push(&buf[..n]);
-                loop {
+                let mut frames = Vec::new();
+                let error = loop {
                     match framer.next_frame() {
-                        Ok(Some(frame)) => {
-                            if ev.send(ConnEvent::Frame(id, frame)).await.is_err() {
-                                return;
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            let _ = ev.send(ConnEvent::Malformed(id, e)).await;
-                            return;
-                        }
+                        Ok(Some(frame)) => frames.push(frame),
+                        Ok(None) => break None,
+                        Err(e) => break Some(e),
                     }
+                };
+                if !frames.is_empty() && ev.send(ConnEvent::Frames(id, frames)).await.is_err() {
+                    return;
+                }
+                if let Some(e) = error {
+                    let _ = ev.send(ConnEvent::Malformed(id, e)).await;
+                    return;
                 }
             }
         });

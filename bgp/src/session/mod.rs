@@ -93,12 +93,12 @@ pub enum SessionEvent {
         /// Why.
         reason: DownReason,
     },
-    /// Routes (withdrawals and announcements) to apply.
-    Update {
+    /// Routes (withdrawals and announcements) to apply, in order.
+    Updates {
         /// Which session.
         key: u64,
-        /// The UPDATE, after the RFC 7606 disposition.
-        update: Box<Update>,
+        /// The UPDATEs, after their RFC 7606 dispositions.
+        updates: Vec<Update>,
     },
     /// End-of-RIB from the peer.
     EndOfRib {
@@ -232,6 +232,7 @@ pub fn spawn(
         our_opens: HashMap::new(),
         epoch: Instant::now(),
         restart_bit: true,
+        pending_updates: Vec::new(),
     };
     let task = tokio::spawn(session.run(cmd_rx, conn_rx));
     SessionHandle {
@@ -265,6 +266,8 @@ struct Session {
     /// Set the Restart State bit (only until the first session after a
     /// restart is up, RFC 4724 §3).
     restart_bit: bool,
+    /// UPDATEs decoded but not yet handed to the speaker.
+    pending_updates: Vec<Update>,
 }
 
 /// How a step of the loop ended.
@@ -427,7 +430,12 @@ impl Session {
                     }
                 }
             }
-            ConnEvent::Frame(conn, frame) => self.on_frame(conn, frame).await,
+            ConnEvent::Frames(conn, frames) => {
+                for frame in frames {
+                    self.on_frame(conn, frame).await;
+                }
+                self.flush_updates().await;
+            }
             ConnEvent::Malformed(conn, e) => self.on_decode_error(conn, e).await,
             ConnEvent::Closed(conn, why) => {
                 if self.fsm.owns(conn) {
@@ -619,6 +627,9 @@ impl Session {
                     }
                     Action::Established(conn) => self.established(conn).await,
                     Action::Down(reason) => {
+                        // Routes received before the end still count (the
+                        // speaker decides what to keep).
+                        self.flush_updates().await;
                         info!(peer = %self.cfg.address, "session down: {reason}");
                         self.ctx = None;
                         self.outbox.clear();
@@ -764,8 +775,8 @@ impl Session {
 
     /// Processes a delivered UPDATE or ROUTE-REFRESH.
     async fn deliver(&mut self, conn: ConnId, frame: &Frame) {
-        let Some(ctx) = self.ctx.clone() else { return };
-        match decode_message(frame, &ctx) {
+        let Some(ctx) = self.ctx.as_ref() else { return };
+        match decode_message(frame, ctx) {
             Ok(Received::Update(d)) => {
                 if !d.faults.is_empty() {
                     self.count(|c| c.malformed_updates_in += 1);
@@ -783,6 +794,7 @@ impl Session {
                         if d.disposition == Disposition::Accept
                             && let Some(family) = d.update.end_of_rib_family()
                         {
+                            self.flush_updates().await;
                             let _ = self
                                 .events
                                 .send(SessionEvent::EndOfRib {
@@ -809,15 +821,12 @@ impl Session {
                         return;
                     }
                 };
-                let _ = self
-                    .events
-                    .send(SessionEvent::Update {
-                        key: self.key,
-                        update: Box::new(update),
-                    })
-                    .await;
+                // Batched: sent when the read's frames are done, or before
+                // any other event so order is kept.
+                self.pending_updates.push(update);
             }
             Ok(Received::RouteRefresh(refresh)) => {
+                self.flush_updates().await;
                 let _ = self
                     .events
                     .send(SessionEvent::RouteRefresh {
@@ -830,6 +839,21 @@ impl Session {
             Ok(other) => debug!(peer = %self.cfg.address, "unexpected delivery {other:?}"),
             Err(e) => self.on_decode_error(conn, e).await,
         }
+    }
+
+    /// Hands the UPDATEs decoded so far to the speaker.
+    async fn flush_updates(&mut self) {
+        if self.pending_updates.is_empty() {
+            return;
+        }
+        let updates = std::mem::take(&mut self.pending_updates);
+        let _ = self
+            .events
+            .send(SessionEvent::Updates {
+                key: self.key,
+                updates,
+            })
+            .await;
     }
 
     async fn on_timers(&mut self) {
