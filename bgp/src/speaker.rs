@@ -55,8 +55,10 @@ use crate::status::PeerStatus;
 /// Capacity of the best-route channel.
 pub const BEST_ROUTE_CHANNEL: usize = 1024;
 /// Capacity of the channel from sessions to the speaker (the backpressure
-/// on reading from peers).
-const SESSION_EVENTS: usize = 256;
+/// on reading from peers). An event carries at most one socket read's worth
+/// of UPDATEs (64 KiB on the wire), so this bounds decoded routes in flight
+/// to about a megabyte of wire data.
+const SESSION_EVENTS: usize = 16;
 
 /// A change of the best route learned from peers.
 #[derive(Clone, Debug, PartialEq, Eq)]

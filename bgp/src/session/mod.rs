@@ -202,7 +202,9 @@ pub fn spawn(
     events: mpsc::Sender<SessionEvent>,
 ) -> SessionHandle {
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-    let (conn_tx, conn_rx) = mpsc::channel(64);
+    // Each event is at most one 64 KiB read's frames: a few in flight
+    // keep the pipeline busy without buffering a table.
+    let (conn_tx, conn_rx) = mpsc::channel(4);
     let outbox = Arc::new(Outbox::new());
     let status = Arc::new(Mutex::new(SessionStatus {
         state: State::Idle,
