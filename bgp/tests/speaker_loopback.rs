@@ -232,3 +232,50 @@ fn crate_as_path(r: &margay_bgp::BestRoute) -> Vec<u32> {
         .map(|p| p.segments.iter().flat_map(|s| s.asns.clone()).collect())
         .unwrap_or_default()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_changes_leave_other_sessions_alone() {
+    let b = block();
+    let (a, _a_rx) = speaker(b, 1, 65000).await;
+    let (p2, _r2) = speaker(b, 2, 65000).await;
+    let (p3, _r3) = speaker(b, 3, 65000).await;
+    a.add_peer(peer(b, 1, 2, 65000)).await.expect("add");
+    a.add_peer(peer(b, 1, 3, 65000)).await.expect("add");
+    p2.add_peer(peer(b, 2, 1, 65000)).await.expect("add");
+    p3.add_peer(peer(b, 3, 1, 65000)).await.expect("add");
+    established(&a, ip(b, 2)).await;
+    established(&a, ip(b, 3)).await;
+    let transitions = |peers: &[margay_bgp::PeerStatus], addr: IpAddr| {
+        peers
+            .iter()
+            .find(|p| p.address == addr)
+            .map(|p| (p.state, p.messages.established_transitions))
+    };
+    let before = transitions(&a.peers().await.expect("peers"), ip(b, 3));
+
+    // A change that needs a reset (hold time), then removal and re-adding,
+    // all on the session with .2.
+    let mut changed = peer(b, 1, 2, 65000);
+    changed.hold_time = 12;
+    a.update_peer(changed).await.expect("update");
+    wait_for(
+        "the reset session back",
+        Duration::from_secs(30),
+        async || {
+            let peers = a.peers().await.ok()?;
+            let p = peers.iter().find(|p| p.address == ip(b, 2))?;
+            (p.state == State::Established && p.messages.established_transitions == 2).then_some(())
+        },
+    )
+    .await;
+    a.remove_peer(ip(b, 2)).await.expect("remove");
+    a.add_peer(peer(b, 1, 2, 65000)).await.expect("re-add");
+    established(&a, ip(b, 2)).await;
+
+    let after = transitions(&a.peers().await.expect("peers"), ip(b, 3));
+    assert_eq!(before, after, "the session with .3 was touched");
+    assert_eq!(after.map(|x| x.0), Some(State::Established));
+    for s in [a, p2, p3] {
+        s.shutdown(ShutdownMode::Notify).await.expect("shutdown");
+    }
+}
