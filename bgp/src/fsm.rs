@@ -223,6 +223,11 @@ pub struct FsmConfig {
     pub idle_hold_max: Duration,
     /// How long a session must stay up for the backoff to reset.
     pub stable_time: Duration,
+    /// We advertise graceful restart to this peer. When the peer did too,
+    /// a new connection with a new OPEN while Established means the peer
+    /// restarted (RFC 4724 §4.2): the old session ends without a
+    /// NOTIFICATION (its routes go stale) and the new one takes over.
+    pub graceful_restart: bool,
 }
 
 impl FsmConfig {
@@ -244,6 +249,7 @@ impl FsmConfig {
             idle_hold_base: Duration::from_secs(1),
             idle_hold_max: Duration::from_secs(60),
             stable_time: Duration::from_secs(60),
+            graceful_restart: peer.graceful_restart,
         }
     }
 }
@@ -475,8 +481,14 @@ impl Fsm {
                 }
             }
             State::Established => {
-                out.push(Action::SendNotification(conn, collision_notification()));
-                out.push(Action::Close(conn));
+                if !outgoing && self.secondary.is_none() && self.restart_detectable() {
+                    // Maybe the peer restarted: its OPEN will tell.
+                    out.push(Action::SendOpen(conn));
+                    self.secondary = Some(c);
+                } else {
+                    out.push(Action::SendNotification(conn, collision_notification()));
+                    out.push(Action::Close(conn));
+                }
             }
         }
     }
@@ -501,6 +513,14 @@ impl Fsm {
                     return;
                 }
                 s.peer_open = Some(open.clone());
+            }
+            if self.state == State::Established {
+                // RFC 4724 §4.2: the peer restarted. End the old session
+                // as if its connection had dropped; the new one carries on.
+                if let Some(old) = self.connection() {
+                    self.fail_conn(old, None, DownReason::ConnectionClosed, out);
+                }
+                return;
             }
             self.resolve_collision(open.bgp_id, out);
             return;
@@ -604,6 +624,14 @@ impl Fsm {
             }
             out.push(Action::Close(s.id));
         }
+    }
+
+    /// Both sides advertised graceful restart on the current session.
+    fn restart_detectable(&self) -> bool {
+        self.cfg.graceful_restart
+            && self
+                .peer_open()
+                .is_some_and(|o| o.capabilities.graceful_restart.is_some())
     }
 
     fn is_primary(&self, conn: ConnId) -> bool {
@@ -1203,6 +1231,61 @@ mod tests {
         );
         assert_eq!(f.connection(), Some(1));
         assert_eq!(f.state(), State::Established);
+    }
+
+    #[test]
+    fn new_open_while_established_is_a_graceful_restart_when_negotiated() {
+        let gr_open = || {
+            let caps = Capabilities {
+                graceful_restart: Some(crate::codec::GracefulRestart {
+                    restart_time: 30,
+                    ..Default::default()
+                }),
+                ..Capabilities::default()
+            };
+            Open::new(65000, 9, Ipv4Addr::new(10, 0, 0, 9), caps)
+        };
+        let mut f = started(false);
+        f.handle(Event::TcpConnected {
+            conn: 1,
+            outgoing: true,
+        });
+        f.handle(Event::OpenReceived {
+            conn: 1,
+            open: gr_open(),
+        });
+        f.handle(Event::MessageReceived {
+            conn: 1,
+            kind: MessageType::Keepalive,
+        });
+        assert_eq!(f.state(), State::Established);
+        // The restarted peer connects again: we answer with our OPEN.
+        let a = f.handle(Event::TcpConnected {
+            conn: 2,
+            outgoing: false,
+        });
+        assert_eq!(a, vec![Action::SendOpen(2)]);
+        let a = f.handle(Event::OpenReceived {
+            conn: 2,
+            open: gr_open(),
+        });
+        // The old session ends without a NOTIFICATION, as a dropped
+        // connection (so its routes are kept stale), and the new one is in
+        // OpenConfirm.
+        assert!(sent_notification(&a).is_none(), "{a:?}");
+        assert!(a.contains(&Action::Close(1)));
+        assert!(a.contains(&Action::Down(DownReason::ConnectionClosed)));
+        assert!(a.contains(&Action::SendKeepalive(2)));
+        assert_eq!(f.connection(), Some(2));
+        assert_eq!(f.state(), State::OpenConfirm);
+
+        // Without graceful restart on the session: Cease 6/7 as before.
+        let mut f = established(1);
+        let a = f.handle(Event::TcpConnected {
+            conn: 2,
+            outgoing: false,
+        });
+        assert!(a.contains(&Action::Close(2)));
     }
 
     #[test]

@@ -598,3 +598,52 @@ fn send_hold_timer_ends_a_session_whose_peer_stops_reading() {
         h.shutdown(ShutdownMode::Notify).await.expect("shutdown");
     });
 }
+
+#[test]
+fn a_peer_reconnecting_while_established_is_a_graceful_restart() {
+    let ns = namespace("mbsgr", &[]);
+    in_netns(&ns, || async {
+        let h = speaker(vec![ebgp_peer(PEER)]).await;
+        let gr_open = |restarted: bool| {
+            let mut o = open(PEER_AS, 9, PEER);
+            o.capabilities.graceful_restart = Some(margay_bgp::codec::GracefulRestart {
+                restart_state: restarted,
+                notification: false,
+                restart_time: 30,
+                families: vec![margay_bgp::codec::GracefulRestartFamily {
+                    family: margay_bgp::codec::Family::IPV4_UNICAST,
+                    forwarding_state: restarted,
+                }],
+            });
+            o
+        };
+        let mut old = connect(PEER).await;
+        old.handshake(gr_open(false)).await;
+        old.send_raw(&valid([10, 1, 0, 0], 24)).await;
+        wait_for("the route", async || {
+            has_route(&h, "10.1.0.0/24").await.then_some(())
+        })
+        .await;
+
+        // The peer restarts without the old connection closing (a crash
+        // the TCP stack never reported): a new connection, a new OPEN.
+        let mut new = connect(PEER).await;
+        new.handshake(gr_open(true)).await;
+        old.expect_silent_close().await;
+        let stale = wait_for("the route kept as stale", async || {
+            let r = h.routes(RouteQuery::LocRib).await.ok()?;
+            r.into_iter()
+                .find(|x| x.prefix.to_string() == "10.1.0.0/24" && x.stale)
+        })
+        .await;
+        assert!(stale.best);
+        // End-of-RIB without the route: the stale copy goes.
+        new.send_raw(&update(&[], &[], &[])).await;
+        wait_for("the stale route flushed", async || {
+            (!has_route(&h, "10.1.0.0/24").await).then_some(())
+        })
+        .await;
+        assert_eq!(state(&h, PEER).await, State::Established);
+        h.shutdown(ShutdownMode::Notify).await.expect("shutdown");
+    });
+}

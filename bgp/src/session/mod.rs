@@ -218,7 +218,7 @@ pub fn spawn(
     }));
     let session = Session {
         key,
-        fsm: Fsm::new(FsmConfig::from_peer(params.router_id, &cfg)),
+        fsm: Fsm::new(fsm_config(&params, &cfg)),
         cfg,
         params,
         timers: HashMap::new(),
@@ -359,7 +359,7 @@ impl Session {
                     Vec::new(),
                 );
                 self.step(Event::Stop(n), None).await;
-                self.fsm = Fsm::new(FsmConfig::from_peer(self.params.router_id, &cfg));
+                self.fsm = Fsm::new(fsm_config(&self.params, &cfg));
                 self.cfg = cfg;
                 self.step(Event::Start, None).await;
             }
@@ -1050,6 +1050,14 @@ fn negotiated(info: &EstablishedInfo, hold: u16, keepalive: u16) -> Negotiated {
         hold_time: hold,
         keepalive_time: keepalive,
     }
+}
+
+/// The FSM's parameters for a peer: graceful restart only when the
+/// speaker has it on too.
+fn fsm_config(params: &SessionParams, cfg: &PeerConfig) -> FsmConfig {
+    let mut f = FsmConfig::from_peer(params.router_id, cfg);
+    f.graceful_restart &= params.graceful_restart.enabled;
+    f
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
