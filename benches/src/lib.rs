@@ -9,6 +9,9 @@
 pub mod agent_rss;
 pub mod apiserver;
 pub mod baseline;
+pub mod bgp_gen;
+pub mod bgp_load;
+pub mod bgp_sessions;
 pub mod cni;
 pub mod figure;
 pub mod ipam;
@@ -48,5 +51,7 @@ pub fn registry() -> Vec<Benchmark> {
         cni::benchmark(),
         policy::programming(),
         policy::throughput(),
+        bgp_load::benchmark(),
+        bgp_sessions::benchmark(),
     ]
 }
