@@ -38,6 +38,18 @@ pub enum Change<K> {
     InitDone,
 }
 
+impl<K> Change<K> {
+    pub fn map<T>(self, f: impl FnOnce(K) -> T) -> Change<T> {
+        match self {
+            Change::Apply(o) => Change::Apply(f(o)),
+            Change::Delete(o) => Change::Delete(f(o)),
+            Change::InitStart => Change::InitStart,
+            Change::InitApply(o) => Change::InitApply(f(o)),
+            Change::InitDone => Change::InitDone,
+        }
+    }
+}
+
 /// The kinds policy watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
@@ -66,13 +78,32 @@ impl Kind {
     }
 }
 
-/// A watch event of any kind policy depends on.
+/// A watch event of any kind policy depends on (objects boxed: they are
+/// large and differ in size).
 #[derive(Debug, Clone)]
 pub enum PolicyInput {
-    Pod(Change<core::Pod>),
-    Namespace(Change<core::Namespace>),
-    NetworkPolicy(Change<NetworkPolicy>),
-    GlobalNetworkPolicy(Change<GlobalNetworkPolicy>),
+    Pod(Change<Box<core::Pod>>),
+    Namespace(Change<Box<core::Namespace>>),
+    NetworkPolicy(Change<Box<NetworkPolicy>>),
+    GlobalNetworkPolicy(Change<Box<GlobalNetworkPolicy>>),
+}
+
+impl PolicyInput {
+    pub fn pod(c: Change<core::Pod>) -> PolicyInput {
+        PolicyInput::Pod(c.map(Box::new))
+    }
+
+    pub fn namespace(c: Change<core::Namespace>) -> PolicyInput {
+        PolicyInput::Namespace(c.map(Box::new))
+    }
+
+    pub fn network_policy(c: Change<NetworkPolicy>) -> PolicyInput {
+        PolicyInput::NetworkPolicy(c.map(Box::new))
+    }
+
+    pub fn global_network_policy(c: Change<GlobalNetworkPolicy>) -> PolicyInput {
+        PolicyInput::GlobalNetworkPolicy(c.map(Box::new))
+    }
 }
 
 impl PolicyInput {
@@ -356,23 +387,41 @@ impl PolicyCalc {
     pub fn input(&mut self, input: PolicyInput, seen: Instant) {
         let kind = input.kind();
         match input {
-            PolicyInput::Pod(c) => self.change(kind, c, seen, Self::pod_applied, Self::pod_deleted),
-            PolicyInput::Namespace(c) => {
-                self.change(kind, c, seen, Self::ns_applied, Self::ns_deleted)
-            }
-            PolicyInput::NetworkPolicy(c) => {
-                self.change(kind, c, seen, Self::np_applied, Self::policy_deleted_np)
-            }
-            PolicyInput::GlobalNetworkPolicy(c) => {
-                self.change(kind, c, seen, Self::gnp_applied, Self::policy_deleted_gnp)
-            }
+            PolicyInput::Pod(c) => self.change(
+                kind,
+                c,
+                seen,
+                |s, o, t| s.pod_applied(o, t),
+                |s, o, t| s.pod_deleted(o, t),
+            ),
+            PolicyInput::Namespace(c) => self.change(
+                kind,
+                c,
+                seen,
+                |s, o, t| s.ns_applied(o, t),
+                |s, o, t| s.ns_deleted(o, t),
+            ),
+            PolicyInput::NetworkPolicy(c) => self.change(
+                kind,
+                c,
+                seen,
+                |s, o, t| s.np_applied(o, t),
+                |s, o, t| s.policy_deleted_np(o, t),
+            ),
+            PolicyInput::GlobalNetworkPolicy(c) => self.change(
+                kind,
+                c,
+                seen,
+                |s, o, t| s.gnp_applied(o, t),
+                |s, o, t| s.policy_deleted_gnp(o, t),
+            ),
         }
     }
 
     fn change<K>(
         &mut self,
         kind: Kind,
-        c: Change<K>,
+        c: Change<Box<K>>,
         seen: Instant,
         applied: fn(&mut Self, &K, Option<Instant>) -> Option<String>,
         deleted: fn(&mut Self, &K, Option<Instant>),
@@ -664,6 +713,7 @@ pub struct TrackedFlow {
     pub orig_src: IpAddr,
     pub orig_dst: IpAddr,
     pub orig_sport: Option<u16>,
+    pub orig_dport: Option<u16>,
     /// Reply direction: after DNAT its source is the real destination.
     pub reply_src: IpAddr,
     pub reply_sport: Option<u16>,
@@ -749,15 +799,15 @@ mod tests {
     fn synced_calc() -> PolicyCalc {
         let mut c = PolicyCalc::new();
         let t = Instant::now();
-        c.input(PolicyInput::Namespace(Change::InitStart), t);
+        c.input(PolicyInput::namespace(Change::InitStart), t);
         c.input(
-            PolicyInput::Namespace(Change::InitApply(ns("x", &[("ns", "x")]))),
+            PolicyInput::namespace(Change::InitApply(ns("x", &[("ns", "x")]))),
             t,
         );
-        c.input(PolicyInput::Namespace(Change::InitDone), t);
-        c.input(PolicyInput::Pod(Change::InitStart), t);
+        c.input(PolicyInput::namespace(Change::InitDone), t);
+        c.input(PolicyInput::pod(Change::InitStart), t);
         c.input(
-            PolicyInput::Pod(Change::InitApply(pod(
+            PolicyInput::pod(Change::InitApply(pod(
                 "x",
                 "a",
                 &[("pod", "a")],
@@ -766,7 +816,7 @@ mod tests {
             t,
         );
         c.input(
-            PolicyInput::Pod(Change::InitApply(pod(
+            PolicyInput::pod(Change::InitApply(pod(
                 "x",
                 "b",
                 &[("pod", "b")],
@@ -774,12 +824,12 @@ mod tests {
             ))),
             t,
         );
-        c.input(PolicyInput::Pod(Change::InitDone), t);
+        c.input(PolicyInput::pod(Change::InitDone), t);
         for k in [Change::InitStart, Change::InitDone] {
-            c.input(PolicyInput::NetworkPolicy(k.clone()), t);
+            c.input(PolicyInput::network_policy(k.clone()), t);
         }
         for k in [Change::InitStart, Change::InitDone] {
-            c.input(PolicyInput::GlobalNetworkPolicy(k.clone()), t);
+            c.input(PolicyInput::global_network_policy(k.clone()), t);
         }
         c
     }
@@ -798,14 +848,14 @@ mod tests {
         let t = Instant::now();
         for k in [Kind::Pod, Kind::Namespace, Kind::NetworkPolicy] {
             let input = match k {
-                Kind::Pod => PolicyInput::Pod(Change::InitDone),
-                Kind::Namespace => PolicyInput::Namespace(Change::InitDone),
-                _ => PolicyInput::NetworkPolicy(Change::InitDone),
+                Kind::Pod => PolicyInput::pod(Change::InitDone),
+                Kind::Namespace => PolicyInput::namespace(Change::InitDone),
+                _ => PolicyInput::network_policy(Change::InitDone),
             };
             c.input(input, t);
             assert!(!c.synced());
         }
-        c.input(PolicyInput::GlobalNetworkPolicy(Change::InitDone), t);
+        c.input(PolicyInput::global_network_policy(Change::InitDone), t);
         assert!(c.synced());
     }
 
@@ -814,7 +864,7 @@ mod tests {
         let mut c = synced_calc();
         // x/a's status has no address yet; the agent allocated 10.0.9.9.
         c.input(
-            PolicyInput::Pod(Change::Apply(pod("x", "a", &[("pod", "a")], None))),
+            PolicyInput::pod(Change::Apply(pod("x", "a", &[("pod", "a")], None))),
             Instant::now(),
         );
         c.set_local_endpoints(vec![local("a", "mgya", "10.0.9.9")], None);
@@ -822,7 +872,7 @@ mod tests {
         assert_eq!(ep.ips, vec!["10.0.9.9".parse::<IpAddr>().expect("ip")]);
         // Still an endpoint after a pod update without addresses.
         c.input(
-            PolicyInput::Pod(Change::Apply(pod("x", "a", &[("pod", "z")], None))),
+            PolicyInput::pod(Change::Apply(pod("x", "a", &[("pod", "z")], None))),
             Instant::now(),
         );
         assert_eq!(c.ir().endpoints["mgya"].ips.len(), 1);
@@ -855,7 +905,7 @@ mod tests {
         c.set_local_endpoints(vec![local("a", "mgya", "10.0.0.2")], None);
         let t = Instant::now();
         c.input(
-            PolicyInput::GlobalNetworkPolicy(Change::Apply(gnp(
+            PolicyInput::global_network_policy(Change::Apply(gnp(
                 "g",
                 json!({"selector": "pod == 'a'", "ingress": [{"action": "Deny"}]}),
             ))),
@@ -864,7 +914,7 @@ mod tests {
         let before = c.ir().clone();
         assert_eq!(before.chains.len(), 1);
         c.input(
-            PolicyInput::GlobalNetworkPolicy(Change::Apply(gnp(
+            PolicyInput::global_network_policy(Change::Apply(gnp(
                 "g",
                 json!({"selector": "pod ==", "ingress": [{"action": "Allow"}]}),
             ))),
@@ -878,7 +928,7 @@ mod tests {
         assert!(why.contains("selector"), "{why}");
         // Fixed: accepted, no longer reported.
         c.input(
-            PolicyInput::GlobalNetworkPolicy(Change::Apply(gnp(
+            PolicyInput::global_network_policy(Change::Apply(gnp(
                 "g",
                 json!({"selector": "pod == 'a'", "ingress": [{"action": "Allow"}]}),
             ))),
@@ -893,17 +943,17 @@ mod tests {
         let mut c = synced_calc();
         let t = Instant::now();
         c.input(
-            PolicyInput::NetworkPolicy(Change::Apply(np("x", "p", json!({"podSelector": {}})))),
+            PolicyInput::network_policy(Change::Apply(np("x", "p", json!({"podSelector": {}})))),
             t,
         );
         c.set_local_endpoints(vec![local("a", "mgya", "10.0.0.2")], None);
         assert!(c.ir().endpoints["mgya"].ingress.kubernetes_isolated());
         // The watch broke; the re-list finds the policy and pod b gone.
-        c.input(PolicyInput::NetworkPolicy(Change::InitStart), t);
-        c.input(PolicyInput::NetworkPolicy(Change::InitDone), t);
-        c.input(PolicyInput::Pod(Change::InitStart), t);
+        c.input(PolicyInput::network_policy(Change::InitStart), t);
+        c.input(PolicyInput::network_policy(Change::InitDone), t);
+        c.input(PolicyInput::pod(Change::InitStart), t);
         c.input(
-            PolicyInput::Pod(Change::InitApply(pod(
+            PolicyInput::pod(Change::InitApply(pod(
                 "x",
                 "a",
                 &[("pod", "a")],
@@ -911,7 +961,7 @@ mod tests {
             ))),
             t,
         );
-        c.input(PolicyInput::Pod(Change::InitDone), t);
+        c.input(PolicyInput::pod(Change::InitDone), t);
         assert!(!c.ir().endpoints["mgya"].ingress.any_policy());
         assert!(!c.knows_pod(&PodKey::new("x", "b")));
         assert!(c.knows_pod(&PodKey::new("x", "a")));
@@ -922,7 +972,7 @@ mod tests {
         let mut c = synced_calc();
         let t = Instant::now();
         c.input(
-            PolicyInput::NetworkPolicy(Change::Apply(np(
+            PolicyInput::network_policy(Change::Apply(np(
                 "x",
                 "from-b",
                 json!({"podSelector": {}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}]}),
@@ -941,7 +991,7 @@ mod tests {
         if let Some(s) = done.status.as_mut() {
             s.phase = Some("Succeeded".into());
         }
-        c.input(PolicyInput::Pod(Change::Apply(done)), t);
+        c.input(PolicyInput::pod(Change::Apply(done)), t);
         assert!(!in_sets(&c));
     }
 
@@ -1020,20 +1070,20 @@ mod tests {
             0 | 1 => {
                 let p = pods[r.next(4)];
                 let ip = format!("10.0.{}.{}", r.next(2), r.next(4) + 2);
-                PolicyInput::Pod(Change::Apply(pod(
+                PolicyInput::pod(Change::Apply(pod(
                     ["x", "y"][r.next(2)],
                     p,
                     &[("pod", labels[r.next(3)])],
                     Some(&ip),
                 )))
             }
-            2 => PolicyInput::Pod(Change::Delete(pod(
+            2 => PolicyInput::pod(Change::Delete(pod(
                 ["x", "y"][r.next(2)],
                 pods[r.next(4)],
                 &[],
                 None,
             ))),
-            3 => PolicyInput::Namespace(Change::Apply(ns(
+            3 => PolicyInput::namespace(Change::Apply(ns(
                 ["x", "y"][r.next(2)],
                 &[("team", labels[r.next(3)])],
             ))),
@@ -1049,26 +1099,26 @@ mod tests {
                         json!({"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/16", "except": [format!("10.0.{}.0/24", r.next(2))]}}]}]})
                     }
                 };
-                PolicyInput::NetworkPolicy(Change::Apply(np(
+                PolicyInput::network_policy(Change::Apply(np(
                     ["x", "y"][r.next(2)],
                     ["p", "q"][r.next(2)],
                     spec,
                 )))
             }
-            5 => PolicyInput::NetworkPolicy(Change::Delete(np(
+            5 => PolicyInput::network_policy(Change::Delete(np(
                 ["x", "y"][r.next(2)],
                 ["p", "q"][r.next(2)],
                 json!({}),
             ))),
             _ => {
                 if r.next(2) == 0 {
-                    PolicyInput::GlobalNetworkPolicy(Change::Apply(gnp(
+                    PolicyInput::global_network_policy(Change::Apply(gnp(
                         "g",
                         json!({"order": r.next(2000), "selector": format!("pod == '{}'", labels[r.next(3)]),
                             "ingress": [{"action": "Deny", "source": {"selector": format!("pod == '{}'", labels[r.next(3)])}}, {"action": "Pass"}]}),
                     )))
                 } else {
-                    PolicyInput::GlobalNetworkPolicy(Change::Delete(gnp("g", json!({}))))
+                    PolicyInput::global_network_policy(Change::Delete(gnp("g", json!({}))))
                 }
             }
         }
@@ -1133,7 +1183,7 @@ mod tests {
             None,
         );
         c.input(
-            PolicyInput::NetworkPolicy(Change::Apply(np(
+            PolicyInput::network_policy(Change::Apply(np(
                 "x",
                 "a-80",
                 json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"ports": [{"port": 80}]}]}),
@@ -1146,6 +1196,7 @@ mod tests {
             orig_src: ip(src),
             orig_dst: ip(dst),
             orig_sport: Some(40000),
+            orig_dport: Some(port),
             reply_src: ip(real_dst),
             reply_sport: Some(port),
             icmp: None,
