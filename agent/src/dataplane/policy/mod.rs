@@ -48,7 +48,7 @@ use crate::metrics::Metrics;
 use metrics::{EndpointDirection, PathLabel, PolicyLabel, PolicyMetrics};
 
 /// How often the drop counters are read back.
-pub const COUNTER_INTERVAL: Duration = Duration::from_secs(10);
+pub const COUNTER_INTERVAL: Duration = Duration::from_secs(5);
 /// How soon a failed pass is retried.
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -289,6 +289,7 @@ impl Worker {
         let result = match outcome.error {
             None => {
                 self.started = true;
+                self.next_refresh = self.config.refresh_interval.map(|d| Instant::now() + d);
                 self.metrics.in_sync.set(1);
                 tracing::info!(
                     endpoints = self.calc.ir().endpoints.len(),
