@@ -14,6 +14,8 @@ deps:
 
 build: deps
 	$(CARGO) build --workspace --locked --bins
+	@# margayctl is also the kubectl plugin `kubectl margay` (same binary, other name).
+	ln -sf margayctl $(BIN)/kubectl-margay
 
 test: deps
 	$(CARGO) fmt --all --check

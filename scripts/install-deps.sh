@@ -9,6 +9,9 @@ packages=(
   iperf3 sockperf
   etcd-server
   containernetworking-plugins
+  # ctl's manifest tests: helm and kubernetes-validate come from PyPI
+  # (scripts/install-helm.sh, scripts/install-kubernetes-validate.sh).
+  python3 python3-venv python3-pip
 )
 
 missing=()

@@ -195,7 +195,10 @@ mod tests {
         );
         assert_eq!(a.len(), 14);
         // Names of neighbouring pods differ in most digits, not one.
-        let (x, y) = (host_interface_name("demo", "a"), host_interface_name("demo", "b"));
+        let (x, y) = (
+            host_interface_name("demo", "a"),
+            host_interface_name("demo", "b"),
+        );
         let differing = x.chars().zip(y.chars()).filter(|(p, q)| p != q).count();
         assert!(differing >= 6, "{x} vs {y}");
         assert!(a.starts_with("mgy") && a[3..].chars().all(|c| c.is_ascii_hexdigit()));

@@ -138,6 +138,29 @@ struct OwnBlock {
     block: Option<IPAMBlock>,
 }
 
+/// How many times an allocation re-reads the node's blocks when concurrent
+/// requests changed them under it.
+const OWN_BLOCK_ROUNDS: usize = 4;
+
+/// Whether two reads of a node's blocks saw the same blocks at the same versions.
+fn same_blocks(a: &[OwnBlock], b: &[OwnBlock]) -> bool {
+    let key = |v: &[OwnBlock]| {
+        let mut k: Vec<(Cidr, Option<String>)> = v
+            .iter()
+            .map(|e| {
+                let rv = e
+                    .block
+                    .as_ref()
+                    .and_then(|b| b.metadata.resource_version.clone());
+                (e.cidr, rv)
+            })
+            .collect();
+        k.sort();
+        k
+    };
+    key(a) == key(b)
+}
+
 /// The allocator. Cheap to clone when its store is (e.g. `Arc<S>`).
 #[derive(Clone)]
 pub struct Allocator<S> {
@@ -278,90 +301,138 @@ impl<S: IpamStore> Allocator<S> {
         let now = self.clock.now();
         let cooldown = cooldown_secs(config);
 
-        // 1. The node's own blocks.
-        for entry in own {
-            if entry.cidr.family() != family
-                || entry.affinity.spec.state == AffinityState::PendingDeletion
-            {
-                continue;
-            }
-            let Some(pool) = pool_of(&entry.cidr) else {
-                continue;
-            };
-            let Some(obj) = &entry.block else { continue };
-            if obj.spec.affine_node() != Some(req.node.as_str()) {
-                continue;
-            }
-            let name = block_name(&entry.cidr);
-            if let Some(ip) = self
-                .allocate_in_block(
-                    &name,
-                    Some(obj.clone()),
-                    &holder,
-                    Some(&req.node),
-                    now,
-                    cooldown,
-                )
-                .await?
-            {
-                return Ok(AllocatedAddress {
-                    ip,
-                    block: entry.cidr,
-                    pool: Some(pool),
-                    borrowed: false,
-                });
-            }
-        }
-
-        // 2. A new block.
+        // Steps 1 and 2 run again when they find nothing but the node's blocks
+        // changed since `own` was read: concurrent requests on this node may
+        // have claimed blocks that still have room.
+        let mut fresh: Option<Vec<OwnBlock>> = None;
         let mut hint = String::new();
-        // Blocks the node really holds: an interrupted claim (pending affinity,
-        // no block) does not count against maxBlocksPerHost.
-        let held = own
-            .iter()
-            .filter(|e| {
-                e.affinity.spec.state != AffinityState::PendingDeletion
-                    && e.block.as_ref().and_then(|b| b.spec.affine_node())
-                        == Some(req.node.as_str())
-            })
-            .count();
-        if !config.auto_allocate_blocks {
-            hint.push_str("; autoAllocateBlocks is false");
-        } else if let Some(max) = config.max_blocks_per_host.filter(|&m| held >= m as usize) {
-            hint.push_str(&format!("; the node holds maxBlocksPerHost={max} blocks"));
-        } else {
-            let first = FirstAllocation {
-                holder: holder.clone(),
-                ip: None,
-            };
-            for pool in &candidates {
-                match claim_block(&self.store, pool, &req.node, None, Some(&first)).await? {
-                    Claim::Claimed { cidr, ip: Some(ip) } => {
-                        return Ok(AllocatedAddress {
-                            ip,
-                            block: cidr,
-                            pool: Some(pool.name.clone()),
-                            borrowed: false,
-                        });
-                    }
-                    Claim::Claimed { cidr, ip: None } => {
-                        // Adopted a block of ours left by an interrupted claim.
-                        let name = block_name(&cidr);
-                        if let Some(ip) = self
-                            .allocate_in_block(&name, None, &holder, Some(&req.node), now, cooldown)
-                            .await?
-                        {
-                            return Ok(AllocatedAddress {
-                                ip,
-                                block: cidr,
-                                pool: Some(pool.name.clone()),
-                                borrowed: false,
-                            });
-                        }
-                    }
-                    Claim::Lost | Claim::NoFreeBlock => {}
+        for round in 0..OWN_BLOCK_ROUNDS {
+            let own: &[OwnBlock] = fresh.as_deref().unwrap_or(own);
+            hint.clear();
+            // 1. The node's own blocks.
+            for entry in own {
+                if entry.cidr.family() != family
+                    || entry.affinity.spec.state == AffinityState::PendingDeletion
+                {
+                    continue;
+                }
+                let Some(pool) = pool_of(&entry.cidr) else {
+                    continue;
+                };
+                let Some(obj) = &entry.block else { continue };
+                if obj.spec.affine_node() != Some(req.node.as_str()) {
+                    continue;
+                }
+                let name = block_name(&entry.cidr);
+                if let Some(ip) = self
+                    .allocate_in_block(
+                        &name,
+                        Some(obj.clone()),
+                        &holder,
+                        Some(&req.node),
+                        now,
+                        cooldown,
+                    )
+                    .await?
+                {
+                    return Ok(AllocatedAddress {
+                        ip,
+                        block: entry.cidr,
+                        pool: Some(pool),
+                        borrowed: false,
+                    });
                 }
             }
+
+            // 2. A new block.
+            // Blocks the node really holds: an interrupted claim (pending affinity,
+            // no block) does not count against maxBlocksPerHost.
+            let held = own
+                .iter()
+                .filter(|e| {
+                    e.affinity.spec.state != AffinityState::PendingDeletion
+                        && e.block.as_ref().and_then(|b| b.spec.affine_node())
+                            == Some(req.node.as_str())
+                })
+                .count();
+            if !config.auto_allocate_blocks {
+                hint.push_str("; autoAllocateBlocks is false");
+            } else if let Some(max) = config.max_blocks_per_host.filter(|&m| held >= m as usize) {
+                hint.push_str(&format!("; the node holds maxBlocksPerHost={max} blocks"));
+            } else {
+                let first = FirstAllocation {
+                    holder: holder.clone(),
+                    ip: None,
+                };
+                for pool in &candidates {
+                    // A claim can hand back a block of ours that concurrent
+                    // allocations on this node (a sibling request that claimed it
+                    // at the same moment) have filled already; then claim another.
+                    for _ in 0..crate::claim::MAX_CLAIM_ATTEMPTS {
+                        match claim_block(&self.store, pool, &req.node, None, Some(&first)).await? {
+                            Claim::Claimed { cidr, ip: Some(ip) } => {
+                                return Ok(AllocatedAddress {
+                                    ip,
+                                    block: cidr,
+                                    pool: Some(pool.name.clone()),
+                                    borrowed: false,
+                                });
+                            }
+                            Claim::Claimed { cidr, ip: None } => {
+                                // Adopted a block of ours: left by an interrupted
+                                // claim, or just created by a sibling request.
+                                let name = block_name(&cidr);
+                                if let Some(ip) = self
+                                    .allocate_in_block(
+                                        &name,
+                                        None,
+                                        &holder,
+                                        Some(&req.node),
+                                        now,
+                                        cooldown,
+                                    )
+                                    .await?
+                                {
+                                    return Ok(AllocatedAddress {
+                                        ip,
+                                        block: cidr,
+                                        pool: Some(pool.name.clone()),
+                                        borrowed: false,
+                                    });
+                                }
+                                // Full already: claim another only if the node may
+                                // hold one more (siblings' claims count too).
+                                if let Some(max) = config.max_blocks_per_host {
+                                    let now_held = self
+                                        .own_blocks(&req.node)
+                                        .await?
+                                        .iter()
+                                        .filter(|e| {
+                                            e.block.as_ref().and_then(|b| b.spec.affine_node())
+                                                == Some(req.node.as_str())
+                                        })
+                                        .count();
+                                    if now_held >= max as usize {
+                                        hint.push_str(&format!(
+                                            "; the node holds maxBlocksPerHost={max} blocks"
+                                        ));
+                                        break;
+                                    }
+                                }
+                            }
+                            Claim::Lost | Claim::NoFreeBlock => break,
+                        }
+                    }
+                }
+            }
+            if round + 1 == OWN_BLOCK_ROUNDS {
+                break;
+            }
+            let now_own = self.own_blocks(&req.node).await?;
+            if same_blocks(own, &now_own) {
+                break;
+            }
+            fresh = Some(now_own);
         }
 
         // 3. Borrow one address from another node's block.

@@ -70,3 +70,40 @@ async fn ten_nodes_ten_thousand_operations_with_conflicts_and_kills() {
     assert!(r.exhausted > 0, "the pool never ran out: {r:?}");
     assert_stress_ok(&r, &cfg);
 }
+
+/// Many allocations at once on one node whose blocks are all full: sibling
+/// requests race to claim new blocks, and a request that adopts a block a
+/// sibling just claimed — and finds it already full — claims another instead
+/// of reporting the pool exhausted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_allocations_on_one_node_never_report_a_pool_with_room_exhausted() {
+    let c = Cluster::new(&["node-a"]);
+    // 16 blocks of 16 addresses: 200 allocations need 13 of them.
+    c.add_pool("p", "10.7.0.0/24", Some(28)).await;
+    let store = Arc::new(InstrumentedStore::new(c.store.clone()));
+    store.set_yield(true);
+    let alloc = Arc::new(margay_ipam::Allocator::new(store.clone(), c.clock.clone()));
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let alloc = alloc.clone();
+            tokio::spawn(async move {
+                let req = margay_ipam::AllocateRequest::pod_v4(
+                    &format!("h{i}"),
+                    "node-a",
+                    "ns",
+                    &format!("p{i}"),
+                );
+                alloc.allocate(&req).await
+            })
+        })
+        .collect();
+    let mut ips = std::collections::BTreeSet::new();
+    for t in tasks {
+        let got = t
+            .await
+            .unwrap()
+            .expect("the pool has room for every request");
+        ips.insert(got.ipv4.expect("an IPv4 address").ip);
+    }
+    assert_eq!(ips.len(), 200, "every allocation got its own address");
+}

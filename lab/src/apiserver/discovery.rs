@@ -290,6 +290,8 @@ mod tests {
             vec![
                 "networking.k8s.io",
                 "coordination.k8s.io",
+                "apps",
+                "rbac.authorization.k8s.io",
                 "apiextensions.k8s.io"
             ]
         );
