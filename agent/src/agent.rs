@@ -8,13 +8,16 @@
 //!    to ADDs until step 5 is done; DEL works from the start);
 //! 5. once every cache has synced: endpoints whose record was lost are
 //!    recovered from IPAM and the kernel, sweeping is enabled with a full
-//!    pass, the agent reports ready and installs the CNI conflist.
+//!    pass, the policy table is reconciled with the compiled policy (see
+//!    `dataplane::policy`), the agent reports ready and installs the CNI
+//!    conflist.
 //!
 //! On shutdown the agent stops serving and removes its socket; routes,
 //! sysctls and the conflist stay, so pods keep working while it is away.
 
 use crate::calc::endpoints::{Endpoint, EndpointKey, EndpointState, EndpointTable};
 use crate::config::{Settings, install_conflist};
+use crate::dataplane::policy::{PolicyConfig, PolicyHandle};
 use crate::dataplane::{self, DataplaneConfig, DataplaneHandle, SharedEndpoints};
 use crate::datastore::Datastore;
 use crate::endpoint_service::{self, handler::EndpointHandler};
@@ -48,6 +51,8 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Netlink(#[from] dataplane::netlink::NetlinkError),
+    #[error("nftables: {0}")]
+    Nft(#[from] margay_policy::nft::NftError),
 }
 
 /// A running agent's parts, for tests that drive it in-process.
@@ -56,6 +61,7 @@ pub struct RunningAgent {
     pub health: Health,
     pub dataplane: DataplaneHandle,
     pub endpoints: SharedEndpoints,
+    pub policy: PolicyHandle,
     tasks: Vec<JoinHandle<()>>,
     socket: std::path::PathBuf,
 }
@@ -133,21 +139,37 @@ pub async fn start(
         tracing::warn!(error = %e, "first dataplane pass failed");
     }
 
+    // Policy: the worker now (it programs nothing before start-up step 5
+    // tells it to), its watches with the other reflectors.
+    let policy = dataplane::policy::spawn(
+        endpoints.clone(),
+        PolicyConfig {
+            node: settings.node_name.clone(),
+            refresh_interval: settings.dataplane_refresh_interval,
+            events: Some(client.clone()),
+        },
+        metrics.clone(),
+    )?;
+    tasks.extend(crate::datastore::policy::start(client.clone(), &policy));
+
     let datastore = Datastore::start(client.clone(), &settings.node_name);
     let store = KubeStore::new(client.clone()).with_call_timeout(settings.api_timeout);
     let allocator = Allocator::new(store, Arc::new(SystemClock));
-    let handler = Arc::new(EndpointHandler::new(
-        settings.node_name.clone(),
-        client.clone(),
-        allocator.clone(),
-        datastore.clone(),
-        endpoints.clone(),
-        records.clone(),
-        dp.clone(),
-        metrics.clone(),
-        health.clone(),
-        settings.api_timeout,
-    ));
+    let handler = Arc::new(
+        EndpointHandler::new(
+            settings.node_name.clone(),
+            client.clone(),
+            allocator.clone(),
+            datastore.clone(),
+            endpoints.clone(),
+            records.clone(),
+            dp.clone(),
+            metrics.clone(),
+            health.clone(),
+            settings.api_timeout,
+        )
+        .with_policy(policy.clone(), settings.cni_policy_wait_timeout),
+    );
     let listener =
         endpoint_service::bind(&settings.cni_socket).map_err(|source| AgentError::Listen {
             what: "the endpoint socket",
@@ -187,6 +209,7 @@ pub async fn start(
         metrics: metrics.clone(),
         dataplane: dp.clone(),
         endpoints: endpoints.clone(),
+        policy: policy.clone(),
         datastore,
         allocator,
         records,
@@ -198,6 +221,7 @@ pub async fn start(
         health,
         dataplane: dp,
         endpoints,
+        policy,
         tasks,
         socket: settings.cni_socket.clone(),
     })
@@ -210,6 +234,7 @@ struct StartUp {
     metrics: Metrics,
     dataplane: DataplaneHandle,
     endpoints: SharedEndpoints,
+    policy: PolicyHandle,
     datastore: Datastore,
     allocator: Allocator<KubeStore>,
     records: EndpointStore,
@@ -248,6 +273,14 @@ async fn become_ready(s: StartUp) {
         if s.dataplane.resync().await.error.is_none() && s.dataplane.status().sweeping {
             break;
         }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    // No pod may start before the policy table holds the compiled policy
+    // (a restart adopts the table it finds and fixes what differs).
+    s.health
+        .set_ready(false, "programming policy from the synced caches");
+    while let Err(e) = s.policy.start().await {
+        s.health.set_ready(false, &format!("policy: {e}"));
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
     s.health.set_ready(true, "ready");

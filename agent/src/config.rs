@@ -77,6 +77,16 @@ pub struct Cli {
     /// Bound on each API call made while serving a CNI request, e.g. 5s.
     #[arg(long, env = "MARGAY_API_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub api_timeout: Duration,
+    /// Full read-back and repair of the nftables policy table, e.g. 90s; 0s:
+    /// only on change (default: AgentConfiguration dataplaneRefreshInterval,
+    /// else 90s).
+    #[arg(long, env = "MARGAY_DATAPLANE_REFRESH_INTERVAL", value_parser = parse_duration)]
+    pub dataplane_refresh_interval: Option<Duration>,
+    /// How long CNI ADD (`Ready`) waits for the pod's policy to be in the
+    /// kernel, e.g. 10s; 0s: do not wait (default: AgentConfiguration
+    /// cniPolicyWaitTimeout, else 10s).
+    #[arg(long, env = "MARGAY_CNI_POLICY_WAIT_TIMEOUT", value_parser = parse_duration)]
+    pub cni_policy_wait_timeout: Option<Duration>,
 }
 
 /// Everything decided.
@@ -102,6 +112,11 @@ pub struct Settings {
     pub ipam_gc: Option<crate::ipam_gc::IpamGcConfig>,
     /// `None`: never look for endpoints of gone pods.
     pub endpoint_cleanup_interval: Option<Duration>,
+    /// `None`: the policy table is reconciled only on change.
+    pub dataplane_refresh_interval: Option<Duration>,
+    /// `None`: `Ready` does not wait for policy (the pod's interface drops
+    /// everything until its policy is in).
+    pub cni_policy_wait_timeout: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +161,14 @@ impl Settings {
             api_timeout: cli.api_timeout,
             endpoint_cleanup_interval: (!cli.endpoint_cleanup_interval.is_zero())
                 .then_some(cli.endpoint_cleanup_interval),
+            dataplane_refresh_interval: match cli.dataplane_refresh_interval {
+                Some(d) => (!d.is_zero()).then_some(d),
+                None => cluster.dataplane_refresh_interval,
+            },
+            cni_policy_wait_timeout: match cli.cni_policy_wait_timeout {
+                Some(d) => (!d.is_zero()).then_some(d),
+                None => cluster.cni_policy_wait_timeout,
+            },
             ipam_gc: (!cli.no_ipam_gc).then(|| crate::ipam_gc::IpamGcConfig {
                 lease_namespace: cli.lease_namespace.clone(),
                 lease_duration: cli.ipam_gc_lease_duration.max(Duration::from_secs(1)),
@@ -261,6 +284,8 @@ mod tests {
         assert_eq!(s.metrics_listen, None, "metricsPort 0 turns metrics off");
         assert_eq!(s.mtu, Some(1400));
         assert_eq!(s.route_refresh_interval, Some(Duration::from_secs(90)));
+        assert_eq!(s.dataplane_refresh_interval, Some(Duration::from_secs(90)));
+        assert_eq!(s.cni_policy_wait_timeout, Some(Duration::from_secs(10)));
         let s = Settings::resolve(
             &cli(&[
                 "--node-name",
@@ -273,6 +298,10 @@ mod tests {
                 "127.0.0.1:9999",
                 "--route-refresh-interval",
                 "0s",
+                "--cni-policy-wait-timeout",
+                "0s",
+                "--dataplane-refresh-interval",
+                "30s",
                 "--skip-cni-conf",
             ]),
             &cluster,
@@ -282,6 +311,8 @@ mod tests {
         assert_eq!(s.mtu, Some(1300));
         assert_eq!(s.metrics_listen, Some("127.0.0.1:9999".parse().unwrap()));
         assert_eq!(s.route_refresh_interval, None);
+        assert_eq!(s.cni_policy_wait_timeout, None, "0s: do not wait");
+        assert_eq!(s.dataplane_refresh_interval, Some(Duration::from_secs(30)));
         assert_eq!(s.cni_conflist, None);
         let d = Settings::resolve(
             &cli(&["--node-name", "n1"]),

@@ -59,6 +59,8 @@ pub struct Metrics {
     pub ipam_gc_passes: Family<OpResult, Counter>,
     /// Leaked addresses released by GC (Calico: ipam_gc_reclamations).
     pub ipam_gc_reclamations: Counter,
+    /// The nftables policy dataplane's.
+    pub policy: crate::dataplane::policy::metrics::PolicyMetrics,
 }
 
 impl Default for Metrics {
@@ -70,6 +72,7 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut r = Registry::default();
+        let policy = crate::dataplane::policy::metrics::PolicyMetrics::register(&mut r);
         let m = Metrics {
             registry: Arc::new(Registry::default()),
             active_local_endpoints: Gauge::default(),
@@ -91,6 +94,7 @@ impl Metrics {
             ipam_gc_leader: Gauge::default(),
             ipam_gc_passes: Family::default(),
             ipam_gc_reclamations: Counter::default(),
+            policy,
         };
         r.register(
             "margay_active_local_endpoints",

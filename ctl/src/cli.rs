@@ -24,6 +24,7 @@ Examples:
   margayctl apply -f pools.yaml
   margayctl ipam show --show-blocks
   margayctl ipam check -o report.json
+  margayctl policy explain shop/front shop/db --port 5432
   kubectl margay version            # the same binary, as a kubectl plugin
 
 Exit codes: 0 ok, 1 error, 2 usage error, 3 problems found (ipam check).";
@@ -80,6 +81,8 @@ pub enum Command {
     Label(LabelArgs),
     #[command(subcommand)]
     Ipam(IpamCommand),
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     Version(VersionArgs),
     Diags(DiagsArgs),
     /// Print the generated reference pages (for the docs drift test).
@@ -283,6 +286,56 @@ pub struct IpamConfigureArgs {
     /// Most blocks one node may hold (0: no limit).
     #[arg(long, value_name = "N")]
     pub max_blocks_per_host: Option<u32>,
+}
+
+/// Network policy: why a connection is allowed or denied.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    Explain(PolicyExplainArgs),
+}
+
+/// A transport protocol of `policy explain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum ExplainProtocol {
+    #[default]
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+/// Explain whether a new connection from one pod to another is allowed, and which policy rule decides.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  margayctl policy explain shop/front shop/db --port 5432
+  margayctl policy explain shop/front kube-system/coredns-1 --port 53 --protocol udp
+  margayctl policy explain x/a y/b --port 80 -o json
+
+The NetworkPolicies, GlobalNetworkPolicies, pods and namespaces are read from the API and
+compiled exactly as every agent compiles them (the same IR its nftables rules come from).
+The source's egress and the destination's ingress are evaluated; both must allow. The
+answer is for a new connection; replies of allowed connections always pass, and traffic
+from a node to its own pods is always allowed. A policy the agents refuse is listed as a
+warning: they keep its previous version, which this explanation cannot see.")]
+pub struct PolicyExplainArgs {
+    /// The client pod, NAMESPACE/NAME.
+    #[arg(value_name = "FROM")]
+    pub from: String,
+    /// The server pod, NAMESPACE/NAME.
+    #[arg(value_name = "TO")]
+    pub to: String,
+    /// The destination port (the pod's own port, after any Service translation).
+    #[arg(long, value_name = "PORT", required = true)]
+    pub port: u32,
+    /// The protocol.
+    #[arg(long, value_enum, default_value_t)]
+    pub protocol: ExplainProtocol,
+    /// Use the pods' IPv6 addresses.
+    #[arg(short = '6', long)]
+    pub ipv6: bool,
+    /// Output format (table and wide: text).
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: OutputFormat,
 }
 
 /// Show the versions of margayctl, the API server and the agents.

@@ -393,7 +393,8 @@ fn reconcile_repairs_foreign_edits_and_coexists_with_another_table() {
              add element inet margay {} {{ 10.9.9.9 }}\n\
              delete element inet margay to-pod {{ \"{victim}\" }}\n\
              add chain inet margay stray\n\
-             add rule inet margay stray drop",
+             add rule inet margay stray drop\n\
+             add counter inet margay d-mgystray-i",
             set.id, set.id
         ))
         .expect("foreign edits");
@@ -404,6 +405,7 @@ fn reconcile_repairs_foreign_edits_and_coexists_with_another_table() {
     assert_eq!(r.chains_rewritten, 1, "{r:?}");
     assert_eq!(r.chains_deleted, 1, "{r:?}");
     assert_eq!(r.map_elements_fixed, 1, "{r:?}");
+    assert_eq!(r.counters_fixed, 1, "the stray counter goes: {r:?}");
     assert!(!dp.reconcile(c.ir()).expect("reconcile").changed_anything());
     node.check(&c, "after reconcile repaired foreign edits");
 
@@ -447,4 +449,33 @@ fn node_reaches_its_pods_and_unknown_interfaces_are_dropped() {
     assert!(!probe(&node.pod_path("z/a"), "tcp", pod_ip("y", "a"), 80));
     // Known, unisolated pods still talk.
     assert!(probe(&node.pod_path("z/a"), "tcp", pod_ip("z", "b"), 80));
+
+    // Drops decided by an endpoint's chains are counted per endpoint and
+    // direction: z/a -> x/a dies at x/a's ingress, x/b -> z/b at x/b's
+    // egress; nothing is counted for endpoints that dropped nothing.
+    let before = dp.drop_counters().expect("counters");
+    assert!(!probe(&node.pod_path("z/a"), "tcp", pod_ip("x", "a"), 80));
+    assert!(!probe(&node.pod_path("x/b"), "udp", pod_ip("z", "b"), 81));
+    let after = dp.drop_counters().expect("counters");
+    let xa =
+        |m: &std::collections::BTreeMap<String, margay_policy::nft::dataplane::EndpointDrops>,
+         p: &str| {
+            m.get(&iface(split(p).0, split(p).1))
+                .copied()
+                .unwrap_or_default()
+        };
+    assert!(
+        xa(&after, "x/a").ingress_packets > xa(&before, "x/a").ingress_packets,
+        "{after:?}"
+    );
+    assert!(
+        xa(&after, "x/b").egress_packets > xa(&before, "x/b").egress_packets,
+        "{after:?}"
+    );
+    assert_eq!(xa(&after, "z/b"), xa(&before, "z/b"), "{after:?}");
+    assert_eq!(
+        after.len(),
+        8,
+        "every known endpoint has its counters: {after:?}"
+    );
 }

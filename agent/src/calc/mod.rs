@@ -9,11 +9,14 @@
 //! - [`addressing`]: what to ask IPAM for, from pod/namespace annotations and pools;
 //! - [`mtu`]: the pod MTU from the host's links.
 //! - [`lease`]: leader election steps (who runs cluster-wide IPAM GC).
+//! - [`policy`]: policy inputs into the compiler, deltas batched per pass,
+//!   which tracked flows a policy change denies.
 
 pub mod addressing;
 pub mod endpoints;
 pub mod lease;
 pub mod mtu;
+pub mod policy;
 pub mod routes;
 pub mod sysctls;
 

@@ -11,7 +11,9 @@
 //! once its caches are in sync and its endpoints are known — so a restarted
 //! agent never removes a live pod's route.
 
+pub mod conntrack;
 pub mod netlink;
+pub mod policy;
 pub mod sysctl;
 
 use crate::calc::ROUTE_PROTOCOL;

@@ -5,6 +5,8 @@
 //! Nothing downstream acts on these caches before [`Datastore::wait_synced`]
 //! returns: a half-listed cache would look like deletions.
 
+pub mod policy;
+
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::Api;

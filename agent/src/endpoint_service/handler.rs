@@ -7,6 +7,7 @@
 use crate::calc::addressing::{self, POD_IP_ANNOTATION, POD_IPS_ANNOTATION};
 use crate::calc::endpoints::{Endpoint, EndpointKey, EndpointState};
 use crate::calc::sysctls::is_valid_ifname;
+use crate::dataplane::policy::PolicyHandle;
 use crate::dataplane::{DataplaneHandle, SharedEndpoints};
 use crate::datastore::Datastore;
 use crate::endpoint_store::EndpointStore;
@@ -47,6 +48,9 @@ pub struct EndpointHandler {
     /// racing claims of a new block make the losers fail instead of using
     /// the block the winner claimed. In sequence each costs one write.
     ipam_lock: tokio::sync::Mutex<()>,
+    /// The policy dataplane, and how long `Ready` waits for it (`None`:
+    /// not at all). Without it (`None`), endpoints get no policy.
+    policy: Option<(PolicyHandle, Option<Duration>)>,
 }
 
 type Result<T> = std::result::Result<T, WireError>;
@@ -86,6 +90,53 @@ impl EndpointHandler {
             api_timeout,
             locks: Mutex::new(HashMap::new()),
             ipam_lock: tokio::sync::Mutex::new(()),
+            policy: None,
+        }
+    }
+
+    /// Endpoints get their policy from `policy`; `Ready` answers once it is
+    /// in the kernel, waiting at most `wait` (`None`: it does not wait).
+    pub fn with_policy(mut self, policy: PolicyHandle, wait: Option<Duration>) -> EndpointHandler {
+        self.policy = Some((policy, wait));
+        self
+    }
+
+    fn policy_nudge(&self) {
+        if let Some((p, _)) = &self.policy {
+            p.endpoints_changed();
+        }
+    }
+
+    /// Waits until the endpoint's policy is in the kernel (bounded).
+    async fn program_policy(&self, e: &Endpoint) -> Result<()> {
+        let Some((policy, wait)) = &self.policy else {
+            return Ok(());
+        };
+        let Some(wait) = wait else {
+            policy.endpoints_changed();
+            return Ok(());
+        };
+        let pod = self.datastore.pod(&e.pod.namespace, &e.pod.name);
+        let key = e.key();
+        match tokio::time::timeout(*wait, policy.program(&e.host_interface, pod)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => Err(wire(
+                codes::IO_FAILURE,
+                format!(
+                    "programming the policy of endpoint {} (pod {}/{}, interface {}): {why}",
+                    key.as_str(),
+                    e.pod.namespace,
+                    e.pod.name,
+                    e.host_interface
+                ),
+            )),
+            Err(_) => Err(wire(
+                codes::TRY_AGAIN_LATER,
+                format!(
+                    "the policy of pod {}/{} (interface {}) was not in the kernel within {wait:?} (cniPolicyWaitTimeout); the pod is not started unprotected",
+                    e.pod.namespace, e.pod.name, e.host_interface
+                ),
+            )),
         }
     }
 
@@ -172,6 +223,7 @@ impl EndpointHandler {
         if let Ok(mut t) = self.endpoints.lock() {
             t.upsert(e);
         }
+        self.policy_nudge();
         Ok(())
     }
 
@@ -179,6 +231,7 @@ impl EndpointHandler {
         if let Ok(mut t) = self.endpoints.lock() {
             t.remove(key);
         }
+        self.policy_nudge();
         self.records.remove(key).map_err(|err| {
             wire(
                 codes::IO_FAILURE,
@@ -410,13 +463,15 @@ impl EndpointHandler {
         endpoint.pod.uid = pod.uid.or(endpoint.pod.uid);
         endpoint.state = EndpointState::Ready;
         self.table_put(endpoint.clone())?;
-        let report = self.dataplane.apply().await;
+        // Routes and policy at once; the pod starts only when both are in.
+        let (report, policy) = tokio::join!(self.dataplane.apply(), self.program_policy(&endpoint));
         if let Some(problem) = report.problem_with(&endpoint.host_interface, &endpoint.addresses) {
             return Err(wire(
                 codes::IO_FAILURE,
                 format!("programming endpoint {}: {problem}", key.as_str()),
             ));
         }
+        policy?;
         self.annotate(&endpoint);
         tracing::info!(endpoint = key.as_str(), interface = %endpoint.host_interface, "endpoint programmed");
         Ok(())

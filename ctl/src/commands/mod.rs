@@ -1,9 +1,10 @@
 //! One module per command group. Groups still to come (`node status`, `bgp
-//! routes|peers`, `policy explain`) get a module here and a variant in
-//! [`crate::cli::Command`], like `ipam`.
+//! routes|peers`) get a module here and a variant in
+//! [`crate::cli::Command`], like `ipam` and `policy`.
 
 pub mod diags;
 pub mod ipam;
+pub mod policy;
 pub mod resources;
 pub mod version;
 
@@ -36,5 +37,6 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Delete(a) => resources::delete(&g, &a).await,
         Command::Label(a) => resources::label(&g, &a).await,
         Command::Ipam(c) => ipam::run(&client::connect(&g).await?, c).await,
+        Command::Policy(c) => policy::run(&g, c).await,
     }
 }

@@ -12,7 +12,7 @@ use crate::ir::{Delta, Direction, Ir, SetElem, SetKind};
 use crate::nft::libnft::{Nft, NftError};
 use crate::nft::render::{
     ENDPOINTS_SET, ExpectedChain, FROM_POD_MAP, PassChains, Renderer, TO_POD_MAP, endpoint_chain,
-    pass_chains, set_type,
+    endpoint_counter, pass_chains, set_type,
 };
 
 /// What a reconcile found and fixed.
@@ -28,6 +28,8 @@ pub struct ReconcileReport {
     pub chains_rewritten: usize,
     pub chains_deleted: usize,
     pub map_elements_fixed: usize,
+    /// Endpoint drop counters created or deleted.
+    pub counters_fixed: usize,
 }
 
 impl ReconcileReport {
@@ -49,6 +51,16 @@ pub struct DataplaneStats {
     pub reconciles: u64,
     /// Total time spent in kernel transactions.
     pub busy: std::time::Duration,
+}
+
+/// Packets and bytes an endpoint's chains dropped, per direction (the
+/// named counters `d-<if>-i|e`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointDrops {
+    pub ingress_packets: u64,
+    pub ingress_bytes: u64,
+    pub egress_packets: u64,
+    pub egress_bytes: u64,
 }
 
 /// The `inet margay` table of one node (or namespace).
@@ -179,6 +191,39 @@ impl NftDataplane {
         Ok(Some(KernelTable::from_json(&v)))
     }
 
+    /// The drop counters of every endpoint in the kernel, by interface: one
+    /// `list counters` (no rules or sets are read, so it stays cheap in a
+    /// large table).
+    pub fn drop_counters(&self) -> Result<BTreeMap<String, EndpointDrops>, NftError> {
+        let cmd = format!("list counters table inet {}", self.renderer.config.table);
+        let out = self.nft.run_json(&cmd)?;
+        let v: Value = serde_json::from_str(&out).map_err(|e| NftError::Command {
+            message: format!("unreadable JSON listing: {e}"),
+        })?;
+        let mut drops: BTreeMap<String, EndpointDrops> = BTreeMap::new();
+        for (name, (packets, bytes)) in KernelTable::from_json(&v).counters {
+            let Some(rest) = name.strip_prefix("d-") else {
+                continue;
+            };
+            let (iface, ingress) = if let Some(i) = rest.strip_suffix("-i") {
+                (i, true)
+            } else if let Some(i) = rest.strip_suffix("-e") {
+                (i, false)
+            } else {
+                continue;
+            };
+            let e = drops.entry(iface.to_string()).or_default();
+            if ingress {
+                e.ingress_packets = packets;
+                e.ingress_bytes = bytes;
+            } else {
+                e.egress_packets = packets;
+                e.egress_bytes = bytes;
+            }
+        }
+        Ok(drops)
+    }
+
     /// Commands bringing `k` to `ir`; None when the skeleton is wrong and
     /// only a full replacement will do.
     fn repair(&self, ir: &Ir, k: &KernelTable, rep: &mut ReconcileReport) -> Option<String> {
@@ -246,6 +291,18 @@ impl NftDataplane {
         for i in want_ifaces.difference(&have_ifaces) {
             let _ = writeln!(s, "add element {t} {ENDPOINTS_SET} {{ \"{i}\" }}");
             rep.map_elements_fixed += 1;
+        }
+        // Drop counters before the chains that name them.
+        let want_counters: BTreeSet<String> = ir
+            .endpoints
+            .keys()
+            .flat_map(|i| Direction::BOTH.map(|d| endpoint_counter(i, d)))
+            .collect();
+        for c in &want_counters {
+            if !k.counters.contains_key(c) {
+                let _ = writeln!(s, "add counter {t} {c}");
+                rep.counters_fixed += 1;
+            }
         }
         // Chains: rewrite those whose rule hashes differ.
         let mut expected: Vec<ExpectedChain> = r.chains(ir);
@@ -331,6 +388,13 @@ impl NftDataplane {
             if name != FROM_POD_MAP && name != TO_POD_MAP {
                 let _ = writeln!(s, "delete map {t} {name}");
                 rep.sets_deleted += 1;
+            }
+        }
+        // After the chains that could name them.
+        for name in k.counters.keys() {
+            if !want_counters.contains(name) {
+                let _ = writeln!(s, "delete counter {t} {name}");
+                rep.counters_fixed += 1;
             }
         }
         Some(s)
@@ -442,6 +506,8 @@ pub struct KernelTable {
     pub sets: BTreeMap<String, KernelSet>,
     /// Verdict maps: key → `jump chain` / `goto chain` / `accept` / `drop`.
     pub maps: BTreeMap<String, BTreeMap<String, String>>,
+    /// Named counters: (packets, bytes).
+    pub counters: BTreeMap<String, (u64, u64)>,
 }
 
 impl KernelTable {
@@ -505,6 +571,10 @@ impl KernelTable {
                     elems.insert(key, verdict_text(val));
                 }
                 k.maps.insert(str_of(m, "name"), elems);
+            } else if let Some(c) = item.get("counter").filter(|c| c.is_object()) {
+                let n = |f: &str| c.get(f).and_then(Value::as_u64).unwrap_or(0);
+                k.counters
+                    .insert(str_of(c, "name"), (n("packets"), n("bytes")));
             }
         }
         k

@@ -21,7 +21,14 @@
 //! - per endpoint and direction `e-<if>-i|e` (and `…-ip|ep` when a
 //!   GlobalNetworkPolicy can Pass): jumps to the policy chains in program
 //!   order. Pass sets a mark bit and returns; the endpoint chain tests it
-//!   right after the jump.
+//!   right after the jump. Every drop an endpoint chain decides (no rule
+//!   allowed) counts into the named counter `d-<if>-i|e`, which the agent
+//!   reads back cheaply (`list counters`) for its per-endpoint drop metric;
+//! - a new TCP flow that does not start with a SYN is dropped from and to
+//!   pods: when the agent deletes the conntrack entry of a connection a
+//!   policy change denies, the connection's next segment would otherwise be
+//!   picked up as a new flow (`nf_conntrack_tcp_loose`) — in the reverse
+//!   direction too, where it could pass as the other side's connection.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -62,6 +69,15 @@ pub const FROM_POD_MAP: &str = "from-pod";
 pub const TO_POD_MAP: &str = "to-pod";
 pub const ENDPOINTS_SET: &str = "endpoints";
 pub const BASE_CHAINS: [&str; 3] = ["egress", "ingress", "input"];
+
+/// A TCP segment opening a flow conntrack has not seen, without being a
+/// plain SYN (masked so ECN SYNs still count as SYNs).
+const NEW_TCP_WITHOUT_SYN: &str = "ct state new tcp flags & (fin | syn | rst | ack) != syn";
+
+/// The named counter of the drops an endpoint's chains decide, per direction.
+pub fn endpoint_counter(iface: &str, d: Direction) -> String {
+    format!("d-{iface}-{}", d.letter())
+}
 
 /// Chain names of an endpoint: (main, pass) per direction.
 pub fn endpoint_chain(iface: &str, d: Direction) -> String {
@@ -134,6 +150,7 @@ impl Renderer {
                     rules: vec![
                         "ct state established,related accept".into(),
                         format!("iifname \"{pfx}*\" ct state invalid drop"),
+                        format!("iifname \"{pfx}*\" {NEW_TCP_WITHOUT_SYN} drop"),
                         format!("iifname vmap @{FROM_POD_MAP}"),
                         format!("iifname \"{pfx}*\" drop"),
                     ],
@@ -146,6 +163,7 @@ impl Renderer {
                     rules: vec![
                         "ct state established,related accept".into(),
                         format!("oifname \"{pfx}*\" ct state invalid drop"),
+                        format!("oifname \"{pfx}*\" {NEW_TCP_WITHOUT_SYN} drop"),
                         format!("oifname vmap @{TO_POD_MAP}"),
                         format!("oifname \"{pfx}*\" drop"),
                     ],
@@ -177,6 +195,9 @@ impl Renderer {
         self.fixed_objects(&mut s);
         for set in ir.sets.values() {
             self.add_set(&mut s, set);
+        }
+        for ep in ir.endpoints.values() {
+            self.add_counters(&mut s, &ep.interface);
         }
         let chains = self.chains(ir);
         for c in &chains {
@@ -256,6 +277,14 @@ impl Renderer {
         }
     }
 
+    /// The endpoint's drop counters (`add` leaves existing ones alone).
+    pub fn add_counters(&self, s: &mut String, iface: &str) {
+        let t = self.t();
+        for d in Direction::BOTH {
+            let _ = writeln!(s, "add counter {t} {}", endpoint_counter(iface, d));
+        }
+    }
+
     fn add_endpoint_elements(&self, s: &mut String, ep: &Endpoint) {
         let t = self.t();
         let i = &ep.interface;
@@ -304,6 +333,7 @@ impl Renderer {
         }
         for iface in &delta.endpoints_upserted {
             if let Some(ep) = ir.endpoints.get(iface) {
+                self.add_counters(&mut s, iface);
                 rewrite.extend(self.endpoint_chains(ir, ep));
             }
         }
@@ -349,6 +379,9 @@ impl Renderer {
                     let _ = writeln!(s, "delete chain {t} {}", endpoint_pass_chain(iface, d));
                 }
                 let _ = writeln!(s, "delete chain {t} {}", endpoint_chain(iface, d));
+            }
+            for d in Direction::BOTH {
+                let _ = writeln!(s, "delete counter {t} {}", endpoint_counter(iface, d));
             }
         }
         for id in &delta.chains_removed {
@@ -458,7 +491,17 @@ impl Renderer {
             let mark = self.config.pass_mark;
             let test = format!("meta mark and 0x{mark:08x} == 0x{mark:08x}");
             let clear = format!("meta mark set meta mark and 0x{:08x}", !mark);
-            let verdict = |allow: bool| if allow { "accept" } else { "drop" };
+            let counted_drop = format!(
+                "counter name \"{}\" drop",
+                endpoint_counter(&ep.interface, d)
+            );
+            let verdict = |allow: bool| {
+                if allow {
+                    "accept".to_string()
+                } else {
+                    counted_drop.clone()
+                }
+            };
             let mut rules = Vec::new();
             let pass_chain = endpoint_pass_chain(&ep.interface, d);
             for id in &prog.before {
@@ -479,7 +522,7 @@ impl Renderer {
                     ));
                 }
             }
-            rules.push(verdict(prog.default_allows()).to_string());
+            rules.push(verdict(prog.default_allows()));
             out.push(ExpectedChain {
                 name: endpoint_chain(&ep.interface, d),
                 rules,
@@ -487,7 +530,7 @@ impl Renderer {
             if needs_pass_chain(ir, prog) {
                 let mut p = vec![clear.clone()];
                 p.extend(prog.kubernetes.iter().map(|id| format!("jump {id}")));
-                p.push(verdict(prog.pass_default_allows()).to_string());
+                p.push(verdict(prog.pass_default_allows()));
                 out.push(ExpectedChain {
                     name: pass_chain,
                     rules: p,
