@@ -399,9 +399,12 @@ async fn helm_chart_lints_renders_validates_and_applies() {
 /// The dashboard shows every metric the agent exports, and nothing else.
 #[test]
 fn grafana_dashboard_matches_the_agent_metrics() {
-    let source = ["agent/src/metrics.rs", "agent/src/dataplane/policy/metrics.rs"]
-        .map(|f| std::fs::read_to_string(repo().join(f)).unwrap())
-        .join("\n");
+    let source = [
+        "agent/src/metrics.rs",
+        "agent/src/dataplane/policy/metrics.rs",
+    ]
+    .map(|f| std::fs::read_to_string(repo().join(f)).unwrap())
+    .join("\n");
     // r.register("margay_...", ...)
     let registered: BTreeSet<String> = source
         .split("r.register(")
