@@ -21,3 +21,5 @@ pub mod http;
 pub mod ipam_gc;
 pub mod logging;
 pub mod metrics;
+pub mod nat;
+pub mod overlay;

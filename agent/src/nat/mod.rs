@@ -1,0 +1,1 @@
+//! NAT outgoing per pool.

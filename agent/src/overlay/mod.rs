@@ -1,0 +1,15 @@
+//! Overlays: VXLAN and IPIP between nodes, per IPPool (`Never | Always |
+//! CrossSubnet`).
+//!
+//! - [`encap`]: which encapsulation a pool wants towards a node (pure);
+//! - [`nodes`]: nodes' addresses and VTEPs from their `Node` objects (pure);
+//! - [`resolver`]: [`OverlayResolver`](resolver::OverlayResolver), the
+//!   [`RouteResolver`](crate::calc::remote_routes::RouteResolver) routing's
+//!   route programmer asks how to reach a remote block (pure);
+//! - [`vxlan`]: the VXLAN device and per-peer entries wanted, and the plan
+//!   from the kernel's (pure);
+
+pub mod encap;
+pub mod nodes;
+pub mod resolver;
+pub mod vxlan;
