@@ -8,8 +8,17 @@
 //!   route programmer asks how to reach a remote block (pure);
 //! - [`vxlan`]: the VXLAN device and per-peer entries wanted, and the plan
 //!   from the kernel's (pure);
+//! - [`dataplane`]: applying those plans to the kernel (effects);
+//! - [`netlink`]: the devices, addresses, neighbour and FDB entries (effects);
+//! - [`service`]: the task tying them together, [`start`] and
+//!   [`OverlayHandle`].
 
+pub mod dataplane;
 pub mod encap;
+pub mod netlink;
 pub mod nodes;
 pub mod resolver;
+pub mod service;
 pub mod vxlan;
+
+pub use service::{OverlayConfig, OverlayHandle, OverlayStatus, start};

@@ -59,6 +59,10 @@ pub struct DevicePlan {
     pub del_addrs: Vec<(IpAddr, u8)>,
 }
 
+fn is_link_local(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v) if v.segments()[0] & 0xffc0 == 0xfe80)
+}
+
 fn host_prefix(ip: IpAddr) -> u8 {
     if ip.is_ipv4() { 32 } else { 128 }
 }
@@ -86,7 +90,7 @@ pub fn plan_device(want: Option<&VxlanDevice>, have: Option<&KernelVxlan>) -> De
             plan.del_addrs = h
                 .addrs
                 .iter()
-                .filter(|a| **a != want_addr)
+                .filter(|a| **a != want_addr && !is_link_local(a.0))
                 .copied()
                 .collect();
         }
@@ -229,7 +233,7 @@ mod tests {
         h.mtu = 1500;
         h.mac = Some(Mac([2, 9, 9, 9, 9, 9]));
         h.up = false;
-        h.addrs = [(ip("10.244.5.0"), 32)].into();
+        h.addrs = [(ip("10.244.5.0"), 32), (ip("fe80::1"), 64)].into();
         let p = plan_device(Some(&want()), Some(&h));
         assert_eq!(p.delete, None);
         assert!(!p.create);
