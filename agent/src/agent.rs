@@ -53,6 +53,8 @@ pub enum AgentError {
     Netlink(#[from] dataplane::netlink::NetlinkError),
     #[error("nftables: {0}")]
     Nft(#[from] margay_policy::nft::NftError),
+    #[error("overlay: {0}")]
+    Overlay(String),
 }
 
 /// A running agent's parts, for tests that drive it in-process.
@@ -62,6 +64,7 @@ pub struct RunningAgent {
     pub dataplane: DataplaneHandle,
     pub endpoints: SharedEndpoints,
     pub policy: PolicyHandle,
+    pub overlay: crate::overlay::OverlayHandle,
     tasks: Vec<JoinHandle<()>>,
     socket: std::path::PathBuf,
 }
@@ -72,6 +75,7 @@ impl RunningAgent {
         for t in &self.tasks {
             t.abort();
         }
+        self.overlay.task.abort();
         let _ = std::fs::remove_file(&self.socket);
     }
 }
@@ -155,6 +159,26 @@ pub async fn start(
     let datastore = Datastore::start(client.clone(), &settings.node_name);
     let store = KubeStore::new(client.clone()).with_call_timeout(settings.api_timeout);
     let allocator = Allocator::new(store, Arc::new(SystemClock));
+    // Overlay (VXLAN/IPIP, the resolver routing's programmer takes) and NAT
+    // outgoing: both wait for the caches, then follow pools and nodes.
+    let overlay_refresh = settings
+        .dataplane_refresh_interval
+        .unwrap_or(std::time::Duration::from_secs(90));
+    let overlay = crate::overlay::start(
+        crate::overlay::OverlayConfig {
+            node: settings.node_name.clone(),
+            refresh_interval: overlay_refresh,
+        },
+        datastore.clone(),
+        client.clone(),
+        allocator.clone(),
+    )
+    .map_err(|e| AgentError::Overlay(e.to_string()))?;
+    tasks.push(tokio::spawn(crate::overlay::service::follow_overhead(
+        overlay.overhead.clone(),
+        dp.clone(),
+    )));
+    tasks.push(crate::nat::start(datastore.clone(), overlay_refresh)?);
     let handler = Arc::new(
         EndpointHandler::new(
             settings.node_name.clone(),
@@ -214,6 +238,7 @@ pub async fn start(
         allocator,
         records,
         logs,
+        overlay_status: overlay.status.clone(),
     })));
 
     Ok(RunningAgent {
@@ -222,6 +247,7 @@ pub async fn start(
         dataplane: dp,
         endpoints,
         policy,
+        overlay,
         tasks,
         socket: settings.cni_socket.clone(),
     })
@@ -239,6 +265,7 @@ struct StartUp {
     allocator: Allocator<KubeStore>,
     records: EndpointStore,
     logs: Option<crate::logging::LogControl>,
+    overlay_status: tokio::sync::watch::Receiver<crate::overlay::OverlayStatus>,
 }
 
 /// Start-up step 5: caches in sync, lost endpoints recovered, sweep on,
@@ -277,6 +304,18 @@ async fn become_ready(s: StartUp) {
     }
     // No pod may start before the policy table holds the compiled policy
     // (a restart adopts the table it finds and fixes what differs).
+    // Pods must get the MTU the pools' encapsulation leaves room for: wait
+    // for overlay's first pass (it publishes the overhead) and the dataplane
+    // pass that follows it.
+    s.health
+        .set_ready(false, "waiting for the overlay's first pass");
+    let mut overlay_status = s.overlay_status.clone();
+    let overhead = overlay_status
+        .wait_for(|st| st.passes > 0)
+        .await
+        .map(|st| st.overhead)
+        .unwrap_or(0);
+    let _ = s.dataplane.set_encap_overhead(overhead).await;
     s.health
         .set_ready(false, "programming policy from the synced caches");
     while let Err(e) = s.policy.start().await {

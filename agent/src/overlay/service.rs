@@ -57,6 +57,8 @@ pub struct OverlayStatus {
     pub passes: u64,
     pub vxlan_device: bool,
     pub ipip_device: bool,
+    /// Encapsulation overhead pods leave room for (as on `overhead`).
+    pub overhead: u32,
     /// The last pass's problem, if it had one.
     pub error: Option<String>,
 }
@@ -127,6 +129,7 @@ pub fn start(
                 passes: worker.passes,
                 vxlan_device: vx,
                 ipip_device: ipip,
+                overhead: overhead_now,
                 error: outcome.err().map(|e| e.to_string()),
             });
             tokio::select! {
@@ -144,6 +147,24 @@ pub fn start(
         status,
         task,
     })
+}
+
+/// Hands overlay's encapsulation overhead to the dataplane (which works
+/// out the pod MTU) whenever it changes.
+pub async fn follow_overhead(
+    mut overhead: watch::Receiver<u32>,
+    dataplane: crate::dataplane::DataplaneHandle,
+) {
+    loop {
+        let o = *overhead.borrow_and_update();
+        let report = dataplane.set_encap_overhead(o).await;
+        if let Some(e) = report.error {
+            tracing::warn!(error = %e, overhead = o, "dataplane pass after an MTU overhead change failed");
+        }
+        if overhead.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
