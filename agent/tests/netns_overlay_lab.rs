@@ -23,11 +23,10 @@
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use margay_api::IPAMBlock;
 use margay_lab::netns::{Netns, NetnsGuard, veth};
 use margay_lab::pods::PodRuntime;
 use margay_lab::pods::spec::PodSpec;
-use margay_lab::pool_options::{Encapsulation, PoolOptions};
+use margay_lab::pool_options::{Encapsulation, PoolOptions, install_block_routes};
 use margay_lab::{Lab, LabGuard, Topology, UpOptions};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -118,78 +117,6 @@ fn wait_vteps(
             (vteps.len() == lab.plan().nodes.len() && devices).then_some(vteps)
         },
     )
-}
-
-/// Blocks affine to each node.
-fn blocks(rt: &tokio::runtime::Runtime, c: &kube::Client) -> BTreeMap<String, Vec<String>> {
-    let api: Api<IPAMBlock> = Api::all(c.clone());
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for b in rt
-        .block_on(api.list(&ListParams::default()))
-        .expect("blocks")
-        .items
-    {
-        if let Some(n) = b.spec.affine_node() {
-            out.entry(n.to_string())
-                .or_default()
-                .push(b.spec.cidr.clone());
-        }
-    }
-    out
-}
-
-/// Routes to the other nodes' blocks, as the route programmer installs them.
-fn install_block_routes(
-    lab: &Lab,
-    blocks: &BTreeMap<String, Vec<String>>,
-    vteps: &BTreeMap<String, (String, String)>,
-    encap: Encapsulation,
-) {
-    for me in &lab.plan().nodes {
-        let ns = Netns::open(&me.netns);
-        for other in lab.plan().nodes.iter().filter(|o| o.name != me.name) {
-            let tunnel = match encap {
-                Encapsulation::VxlanAlways => true,
-                Encapsulation::VxlanCrossSubnet => other.subnet != me.subnet,
-                _ => false,
-            };
-            for b in blocks.get(&other.name).into_iter().flatten() {
-                let args: Vec<String> = if tunnel {
-                    let vtep = &vteps[&other.name].0;
-                    [
-                        "route",
-                        "replace",
-                        b,
-                        "via",
-                        vtep,
-                        "dev",
-                        "vxlan.margay",
-                        "onlink",
-                        "proto",
-                        "88",
-                    ]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect()
-                } else {
-                    [
-                        "route",
-                        "replace",
-                        b,
-                        "via",
-                        &other.ipv4.to_string(),
-                        "proto",
-                        "88",
-                    ]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect()
-                };
-                let a: Vec<&str> = args.iter().map(String::as_str).collect();
-                ns.ip(&a).expect("block route");
-            }
-        }
-    }
 }
 
 /// A tcpdump that has attached (it said "listening on").
@@ -329,12 +256,7 @@ fn vxlan_cross_subnet_then_always_and_nat_outgoing() {
         .expect("eth0");
     assert!(mtu.contains("mtu 1450"), "{mtu}");
 
-    install_block_routes(
-        &lab,
-        &blocks(&tokio, &c),
-        &vteps,
-        Encapsulation::VxlanCrossSubnet,
-    );
+    install_block_routes(&lab, Encapsulation::VxlanCrossSubnet).expect("block routes");
     let routes = lab
         .netns("node1")
         .expect("netns")
@@ -350,7 +272,6 @@ fn vxlan_cross_subnet_then_always_and_nat_outgoing() {
     let cap = Capture::start(&fabric, "node1", "udp port 4789 or icmp");
     assert!(ping(&pods, "p1", pod_ip(&pods, "p2")), "p1 -> p2");
     let seen = cap.stop();
-    eprintln!("captured:\n{seen}");
     assert!(!seen.contains(".4789"), "no VXLAN within a subnet: {seen}");
     assert!(
         seen.contains(&format!(
@@ -364,12 +285,34 @@ fn vxlan_cross_subnet_then_always_and_nat_outgoing() {
     let cap = Capture::start(&fabric, "node1", "udp port 4789 or icmp");
     assert!(ping(&pods, "p1", pod_ip(&pods, "p3")), "p1 -> p3");
     let seen = cap.stop();
-    eprintln!("captured:\n{seen}");
     assert!(
         seen.contains("10.0.1.1") && seen.contains("10.0.2.3.4789"),
         "VXLAN across subnets: {seen}"
     );
     assert!(ping(&pods, "p3", pod_ip(&pods, "p2")), "p3 -> p2");
+
+    // An agent restart adopts the device and its entries as they are.
+    let ifindex = |lab: &Lab| {
+        lab.netns("node3")
+            .expect("netns")
+            .ip(&["-o", "link", "show", "vxlan.margay"])
+            .expect("link")
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let before = (ifindex(&lab), neigh("node3"));
+    lab.restart_agent("node3").expect("restart");
+    assert!(
+        ping(&pods, "p3", pod_ip(&pods, "p1")),
+        "p3 -> p1 after the restart"
+    );
+    assert_eq!(
+        (ifindex(&lab), neigh("node3")),
+        before,
+        "restart changed the device or its peers"
+    );
 
     // NAT outgoing: a client behind the router, outside every pool.
     let client_ns = NetnsGuard::create_unique("ovnat-client").expect("client netns");
@@ -391,7 +334,6 @@ fn vxlan_cross_subnet_then_always_and_nat_outgoing() {
         "p1 -> client (the router has no route to the pools: only NAT answers)"
     );
     let seen = cap.stop();
-    eprintln!("captured:\n{seen}");
     assert!(
         seen.contains("10.0.1.1 > 192.168.77.1: ICMP echo request"),
         "seen as node1: {seen}"
@@ -409,19 +351,13 @@ fn vxlan_cross_subnet_then_always_and_nat_outgoing() {
             .contains(&format!("{} ", vteps["node2"].0))
             .then_some(())
     });
-    install_block_routes(
-        &lab,
-        &blocks(&tokio, &c),
-        &vteps,
-        Encapsulation::VxlanAlways,
-    );
+    install_block_routes(&lab, Encapsulation::VxlanAlways).expect("block routes");
     let cap = Capture::start(&fabric, "node1", "udp port 4789 or icmp");
     assert!(
         ping(&pods, "p1", pod_ip(&pods, "p2")),
         "p1 -> p2 through VXLAN"
     );
     let seen = cap.stop();
-    eprintln!("captured:\n{seen}");
     assert!(
         seen.contains("10.0.1.2.4789"),
         "VXLAN within the subnet too: {seen}"
@@ -442,5 +378,60 @@ fn vxlan_cross_subnet_then_always_and_nat_outgoing() {
             i > 0 && lines[i - 1].contains("4789: VXLAN"),
             "not encapsulated: {seen}"
         );
+    }
+}
+
+/// IPIP needs the kernel's ipip module; this kernel may lack it.
+fn kernel_has_ipip() -> Result<(), String> {
+    let probe = NetnsGuard::create_unique("ovipip-probe").map_err(|e| e.to_string())?;
+    probe
+        .ip(&["link", "add", "probe0", "type", "ipip", "remote", "any"])
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn ipip_cross_subnet_device_and_address() {
+    if let Err(why) = kernel_has_ipip() {
+        eprintln!(
+            "SKIPPED ipip_cross_subnet_device_and_address: this kernel cannot create IPIP devices (`ip link add type ipip` failed: {why}); the IPIP code is covered by the netlink message tests"
+        );
+        return;
+    }
+    let lab = up_routed();
+    let tokio = rt();
+    let c = client(&tokio, &lab);
+    annotate_node_addresses(&tokio, &c, &lab);
+    lab.configure_default_pool(PoolOptions {
+        encapsulation: Encapsulation::IpipCrossSubnet,
+        nat_outgoing: false,
+    })
+    .expect("pool");
+    for n in lab.node_names() {
+        let link = poll("tunl0 with its MTU", Duration::from_secs(60), || {
+            let l = lab
+                .netns(&n)
+                .expect("netns")
+                .ip(&["link", "show", "tunl0"])
+                .ok()?;
+            l.contains("mtu 1480").then_some(l)
+        });
+        assert!(link.contains("UP"), "{link}");
+        let addr = poll(
+            "the IPIP tunnel address annotation",
+            Duration::from_secs(30),
+            || {
+                nodes(&tokio, &c)
+                    .get(&n)?
+                    .get("margay.dev/ipipTunnelAddr")
+                    .cloned()
+            },
+        );
+        let on_dev = lab
+            .netns(&n)
+            .expect("netns")
+            .ip(&["-4", "addr", "show", "dev", "tunl0"])
+            .expect("addr");
+        assert!(on_dev.contains(&format!("{addr}/32")), "{on_dev}");
     }
 }

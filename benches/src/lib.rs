@@ -16,6 +16,7 @@ pub mod cni;
 pub mod figure;
 pub mod ipam;
 pub mod iperf;
+pub mod pod_throughput;
 pub mod policy;
 pub mod report;
 
@@ -53,5 +54,6 @@ pub fn registry() -> Vec<Benchmark> {
         policy::throughput(),
         bgp_load::benchmark(),
         bgp_sessions::benchmark(),
+        pod_throughput::benchmark(),
     ]
 }

@@ -86,6 +86,103 @@ pub fn configure_default_pool(kubeconfig: &Path, opts: PoolOptions) -> Result<()
     .map_err(|_| LabError::ApiServer("patching the default pool panicked".into()))?
 }
 
+/// Static routes to every other node's IPAM blocks on every node, the way
+/// Margay's route programmer resolves them (`via VTEP dev vxlan.margay
+/// onlink` when `encapsulation` tunnels to that node, `via NODE` otherwise),
+/// with `ip route replace … proto 88` so routes already programmed the same
+/// are kept. Stands in for BGP in tests and benchmarks of the overlay until
+/// routes are distributed by the agents themselves. Returns the number of
+/// routes written.
+pub fn install_block_routes(
+    lab: &crate::Lab,
+    encapsulation: Encapsulation,
+) -> Result<usize, LabError> {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::ListParams;
+    use margay_api::IPAMBlock;
+    use std::collections::BTreeMap;
+    let kubeconfig = lab
+        .kubeconfig()
+        .ok_or_else(|| LabError::ApiServer("a bare lab has no IPAM".into()))?;
+    let (blocks, vteps) = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| LabError::ApiServer(format!("tokio runtime: {e}")))?;
+        rt.block_on(async {
+            let client = crate::nodes::client(&kubeconfig).await?;
+            let mut blocks: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            let list = Api::<IPAMBlock>::all(client.clone())
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| LabError::ApiServer(format!("listing IPAM blocks: {e}")))?;
+            for b in list.items {
+                if let Some(n) = b.spec.affine_node() {
+                    blocks
+                        .entry(n.to_string())
+                        .or_default()
+                        .push(b.spec.cidr.clone());
+                }
+            }
+            let nodes = Api::<Node>::all(client)
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| LabError::ApiServer(format!("listing nodes: {e}")))?;
+            let vteps: BTreeMap<String, String> = nodes
+                .items
+                .into_iter()
+                .filter_map(|n| {
+                    let a = n
+                        .metadata
+                        .annotations?
+                        .get("margay.dev/vxlanTunnelAddr")?
+                        .clone();
+                    Some((n.metadata.name?, a))
+                })
+                .collect();
+            Ok::<_, LabError>((blocks, vteps))
+        })
+    })
+    .join()
+    .map_err(|_| LabError::ApiServer("reading blocks panicked".into()))??;
+    let mut written = 0;
+    for me in &lab.plan().nodes {
+        let ns = crate::netns::Netns::open(&me.netns);
+        for other in lab.plan().nodes.iter().filter(|o| o.name != me.name) {
+            let tunnel = match encapsulation {
+                Encapsulation::VxlanAlways => true,
+                Encapsulation::VxlanCrossSubnet => other.subnet != me.subnet,
+                _ => false,
+            };
+            for b in blocks.get(&other.name).into_iter().flatten() {
+                let node_ip = other.ipv4.to_string();
+                let args: Vec<&str> = if tunnel {
+                    let vtep = vteps.get(&other.name).ok_or_else(|| {
+                        LabError::Agent(format!("node {} has published no VTEP yet", other.name))
+                    })?;
+                    vec![
+                        "route",
+                        "replace",
+                        b,
+                        "via",
+                        vtep,
+                        "dev",
+                        "vxlan.margay",
+                        "onlink",
+                        "proto",
+                        "88",
+                    ]
+                } else {
+                    vec!["route", "replace", b, "via", &node_ip, "proto", "88"]
+                };
+                ns.ip(&args)?;
+                written += 1;
+            }
+        }
+    }
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
