@@ -105,13 +105,14 @@ pub fn start(
         let mut tick = tokio::time::interval(worker.cfg.refresh_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let outcome = worker.pass().await;
+            let (changed, outcome) = worker.pass().await;
             if let Err(e) = &outcome {
                 tracing::warn!(error = %e, "overlay pass failed");
             }
             let overhead_now = max_overhead(&worker.datastore.resolved_pools());
             overhead_tx.send_if_modified(|o| std::mem::replace(o, overhead_now) != overhead_now);
-            if matches!(outcome, Ok(true)) {
+            // Partial passes count too: what did change is worth re-resolving.
+            if changed {
                 changed_tx.send_modify(|g| *g += 1);
             }
             worker.passes += 1;
@@ -203,8 +204,16 @@ impl Worker {
             .unwrap_or(false)
     }
 
-    /// One pass; `Ok(true)` when the resolver's inputs changed.
-    async fn pass(&mut self) -> Result<bool, OverlayError> {
+    /// One pass: whether the resolver's inputs changed, and how it went.
+    async fn pass(&mut self) -> (bool, Result<(), OverlayError>) {
+        match self.pass_inner().await {
+            Ok((changed, None)) => (changed, Ok(())),
+            Ok((changed, Some(e))) => (changed, Err(e)),
+            Err(e) => (false, Err(e)),
+        }
+    }
+
+    async fn pass_inner(&mut self) -> Result<(bool, Option<OverlayError>), OverlayError> {
         let pools = self.datastore.resolved_pools();
         let me = self.cfg.node.clone();
         let all: Vec<NodeInfo> = self
@@ -260,10 +269,7 @@ impl Worker {
             first_error.get_or_insert(e);
         }
         let changed = self.resolver.set(inputs);
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(changed),
-        }
+        Ok((changed, first_error))
     }
 
     /// The IPv4 VXLAN device, our VTEP and annotations, and the peers.
@@ -421,7 +427,15 @@ impl Worker {
                     ip
                 }
             };
-        self.netlink.add_address(index, addr, 32).await?;
+        let has = self
+            .netlink
+            .addresses()
+            .await?
+            .iter()
+            .any(|(ip, p, i)| *i == index && *ip == addr && *p == 32);
+        if !has {
+            self.netlink.add_address(index, addr, 32).await?;
+        }
         let want = addr.to_string();
         let node_has = self
             .datastore
