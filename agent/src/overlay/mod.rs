@@ -2,6 +2,7 @@
 //! CrossSubnet`).
 //!
 //! - [`encap`]: which encapsulation a pool wants towards a node (pure);
+//! - [`host`]: our prefix lengths and the underlay MTU from the host (pure);
 //! - [`nodes`]: nodes' addresses and VTEPs from their `Node` objects (pure);
 //! - [`resolver`]: [`OverlayResolver`](resolver::OverlayResolver), the
 //!   [`RouteResolver`](crate::calc::remote_routes::RouteResolver) routing's
@@ -15,6 +16,7 @@
 
 pub mod dataplane;
 pub mod encap;
+pub mod host;
 pub mod netlink;
 pub mod nodes;
 pub mod resolver;

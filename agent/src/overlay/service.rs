@@ -9,12 +9,12 @@
 //! fixed), and only wrong or stale neighbour/FDB entries are touched.
 
 use super::dataplane::{reconcile_vxlan, remove_vxlan};
-use super::encap::{Encap, NodeAddr, max_overhead};
+use super::encap::{Encap, max_overhead};
+use super::host::{fill_prefixes, underlay_mtu};
 use super::netlink::{OverlayNetlink, OverlayNetlinkError, ipip_link_message};
 use super::nodes::{self, Mac, NodeDirectory, NodeInfo, Vtep};
 use super::resolver::{IPIP_IFNAME, OverlayInputs, OverlayResolver, VXLAN_IFNAME};
 use super::vxlan::{self, VXLAN_PORT, VXLAN_VNI, VxlanDevice};
-use crate::calc::mtu::FALLBACK_MTU;
 use crate::calc::remote_routes::RouteResolver;
 use crate::datastore::Datastore;
 use k8s_openapi::api::core::v1::Node;
@@ -233,24 +233,9 @@ impl Worker {
             });
         let addrs = self.netlink.addresses().await?;
         let links = self.netlink.links().await?;
-        // Our own prefix length comes from the interface holding the address
-        // when the Node does not say (yet).
-        for slot in [&mut local.ipv4, &mut local.ipv6] {
-            if let Some(a) = slot
-                && a.prefix.is_none()
-                && let Some((_, p, _)) = addrs.iter().find(|(ip, _, _)| *ip == a.addr)
-            {
-                a.prefix = Some(*p);
-            }
-        }
-        let underlay = |a: Option<&NodeAddr>| {
-            a.and_then(|a| addrs.iter().find(|(ip, _, _)| *ip == a.addr))
-                .and_then(|(_, _, idx)| links.values().find(|(i, _)| i == idx))
-                .map(|(_, mtu)| *mtu)
-                .unwrap_or(FALLBACK_MTU)
-        };
-        let underlay_v4 = underlay(local.ipv4.as_ref());
-        let underlay_v6 = underlay(local.ipv6.as_ref());
+        fill_prefixes(&mut local, &addrs);
+        let underlay_v4 = underlay_mtu(local.ipv4.as_ref(), &addrs, &links);
+        let underlay_v6 = underlay_mtu(local.ipv6.as_ref(), &addrs, &links);
         let mut inputs = OverlayInputs {
             local: local.clone(),
             nodes: NodeDirectory::new(all.into_iter().filter(|n| n.name != me)),
