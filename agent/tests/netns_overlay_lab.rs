@@ -23,6 +23,11 @@
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams, Patch, PatchParams};
+use margay_agent::calc::remote_routes::RemotePath;
+use margay_agent::overlay::nodes::{NodeDirectory, NodeInfo};
+use margay_agent::overlay::resolver::OverlayInputs;
+use margay_api::net::Cidr;
+use margay_api::{IPAMBlock, IPPool, ResolvedPool};
 use margay_lab::netns::{Netns, NetnsGuard, veth};
 use margay_lab::pods::PodRuntime;
 use margay_lab::pods::spec::PodSpec;
@@ -117,6 +122,67 @@ fn wait_vteps(
             (vteps.len() == lab.plan().nodes.len() && devices).then_some(vteps)
         },
     )
+}
+
+/// What node `me`'s resolver says for every other node's blocks: the
+/// agent's `OverlayResolver` inputs built from the API as the agent builds
+/// them.
+fn resolve_as(rt: &tokio::runtime::Runtime, c: &kube::Client, me: &str) -> Vec<(Cidr, RemotePath)> {
+    let nodes: Vec<NodeInfo> = rt
+        .block_on(Api::<Node>::all(c.clone()).list(&ListParams::default()))
+        .expect("nodes")
+        .items
+        .iter()
+        .map(NodeInfo::from_node)
+        .collect();
+    let pools: Vec<ResolvedPool> = rt
+        .block_on(Api::<IPPool>::all(c.clone()).list(&ListParams::default()))
+        .expect("pools")
+        .items
+        .iter()
+        .filter_map(|p| ResolvedPool::from_pool(p).ok())
+        .collect();
+    let inputs = OverlayInputs {
+        local: nodes.iter().find(|n| n.name == me).cloned().expect("me"),
+        nodes: NodeDirectory::new(nodes.iter().filter(|n| n.name != me).cloned()),
+        pools,
+        underlay_mtu_v4: 1500,
+        underlay_mtu_v6: 1500,
+    };
+    let mut out = Vec::new();
+    for b in rt
+        .block_on(Api::<IPAMBlock>::all(c.clone()).list(&ListParams::default()))
+        .expect("blocks")
+        .items
+    {
+        let Some(owner) = b.spec.affine_node().filter(|o| *o != me) else {
+            continue;
+        };
+        let node_ip = nodes
+            .iter()
+            .find(|n| n.name == owner)
+            .and_then(|n| n.ipv4)
+            .expect("owner address")
+            .addr;
+        let cidr = Cidr::parse_strict(&b.spec.cidr).expect("block cidr");
+        let route = inputs.resolve(cidr, &[node_ip]).expect("resolved");
+        assert_eq!(route.paths.len(), 1);
+        if matches!(route.paths[0], RemotePath::Tunnel { .. }) {
+            assert_eq!(route.mtu, Some(1450));
+        }
+        out.push((cidr, route.paths[0].clone()));
+    }
+    out
+}
+
+fn block_owner(rt: &tokio::runtime::Runtime, c: &kube::Client, block: &Cidr) -> String {
+    rt.block_on(Api::<IPAMBlock>::all(c.clone()).list(&ListParams::default()))
+        .expect("blocks")
+        .items
+        .into_iter()
+        .find(|b| b.spec.cidr == block.to_string())
+        .and_then(|b| b.spec.affine_node().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// A tcpdump that has attached (it said "listening on").
@@ -257,15 +323,30 @@ fn vxlan_cross_subnet_then_always_and_nat_outgoing() {
     assert!(mtu.contains("mtu 1450"), "{mtu}");
 
     install_block_routes(&lab, Encapsulation::VxlanCrossSubnet).expect("block routes");
+    // The routes match what node1's resolver (the agent's code, fed the
+    // cluster's real Node annotations and pools) says for every remote block.
+    let resolved = resolve_as(&tokio, &c, "node1");
     let routes = lab
         .netns("node1")
         .expect("netns")
-        .ip(&["route", "show", "proto", "88"])
+        .ip(&["-o", "route", "show", "proto", "88"])
         .expect("routes");
-    assert!(
-        routes.contains("dev vxlan.margay") && routes.contains("via 10.0.1.2 dev eth0"),
-        "{routes}"
-    );
+    assert!(!resolved.is_empty());
+    for (block, path) in &resolved {
+        let want = match path {
+            RemotePath::Direct { gateway } => format!("{block} via {gateway} dev eth0"),
+            RemotePath::Tunnel { ifname, gateway } => {
+                format!("{block} via {gateway} dev {ifname} onlink")
+            }
+        };
+        assert!(
+            routes.lines().any(|l| l.starts_with(&want)),
+            "want {want} in {routes}"
+        );
+        let tunnel = matches!(path, RemotePath::Tunnel { .. });
+        let other_subnet = block_owner(&tokio, &c, block) == "node3";
+        assert_eq!(tunnel, other_subnet, "{block}: {path:?}");
+    }
 
     let fabric = lab.netns("fabric").expect("fabric");
     // Same subnet: plain, pod addresses kept.
