@@ -62,6 +62,7 @@ pub struct RunningAgent {
     pub dataplane: DataplaneHandle,
     pub endpoints: SharedEndpoints,
     pub policy: PolicyHandle,
+    pub routing: Option<crate::routing::runner::RoutingHandle>,
     tasks: Vec<JoinHandle<()>>,
     socket: std::path::PathBuf,
 }
@@ -69,6 +70,9 @@ pub struct RunningAgent {
 impl RunningAgent {
     /// Stops serving and removes the socket; leaves the dataplane as it is.
     pub fn stop(self) {
+        if let Some(r) = &self.routing {
+            r.abort();
+        }
         for t in &self.tasks {
             t.abort();
         }
@@ -88,11 +92,13 @@ pub async fn start(
     let mut tasks = Vec::new();
 
     let h = health.clone();
+    let bgp_status = crate::routing::status::BgpStatus::default();
+    let bs = bgp_status.clone();
     tasks.push(
         serve_http(
             "health",
             settings.health_listen,
-            Arc::new(move |p: &str| h.answer(p)),
+            Arc::new(move |p: &str| bs.answer(p).unwrap_or_else(|| h.answer(p))),
         )
         .await?,
     );
@@ -153,6 +159,24 @@ pub async fn start(
     tasks.extend(crate::datastore::policy::start(client.clone(), &policy));
 
     let datastore = Datastore::start(client.clone(), &settings.node_name);
+    // BGP: until the overlay lands, next hops are reached directly and the
+    // resolver never changes.
+    let (_never, resolver_changed) = tokio::sync::watch::channel(0u64);
+    tasks.push(tokio::spawn(async move {
+        let _keep = _never;
+        std::future::pending::<()>().await
+    }));
+    let routing = settings.routing.enabled.then(|| {
+        crate::routing::runner::start(crate::routing::runner::RoutingInputs {
+            settings: settings.routing.clone(),
+            node: settings.node_name.clone(),
+            client: client.clone(),
+            datastore: datastore.clone(),
+            status: bgp_status.clone(),
+            resolver: Arc::new(crate::calc::remote_routes::DirectResolver),
+            resolver_changed,
+        })
+    });
     let store = KubeStore::new(client.clone()).with_call_timeout(settings.api_timeout);
     let allocator = Allocator::new(store, Arc::new(SystemClock));
     let handler = Arc::new(
@@ -222,6 +246,7 @@ pub async fn start(
         dataplane: dp,
         endpoints,
         policy,
+        routing,
         tasks,
         socket: settings.cni_socket.clone(),
     })
@@ -315,6 +340,10 @@ pub async fn run(
     let agent = start(settings, client, Some(logs)).await?;
     shutdown.await;
     tracing::info!("shutting down; routes and pods stay as they are");
+    if let Some(r) = &agent.routing {
+        // Peers keep our routes (graceful restart) while we are away.
+        r.shutdown().await;
+    }
     agent.stop();
     Ok(())
 }
