@@ -162,6 +162,9 @@ pub async fn start(
     // BGP: until the overlay lands, next hops are reached directly and the
     // resolver never changes.
     let (_never, resolver_changed) = tokio::sync::watch::channel(0u64);
+    // Start-up step 5 says when the caches synced (kube's readiness future
+    // wakes only one waiter, so routing must not wait on it as well).
+    let (synced_tx, synced) = tokio::sync::watch::channel(false);
     tasks.push(tokio::spawn(async move {
         let _keep = _never;
         std::future::pending::<()>().await
@@ -175,6 +178,7 @@ pub async fn start(
             status: bgp_status.clone(),
             resolver: Arc::new(crate::calc::remote_routes::DirectResolver),
             resolver_changed,
+            synced,
         })
     });
     let store = KubeStore::new(client.clone()).with_call_timeout(settings.api_timeout);
@@ -238,6 +242,7 @@ pub async fn start(
         allocator,
         records,
         logs,
+        synced: synced_tx,
     })));
 
     Ok(RunningAgent {
@@ -264,6 +269,7 @@ struct StartUp {
     allocator: Allocator<KubeStore>,
     records: EndpointStore,
     logs: Option<crate::logging::LogControl>,
+    synced: tokio::sync::watch::Sender<bool>,
 }
 
 /// Start-up step 5: caches in sync, lost endpoints recovered, sweep on,
@@ -274,6 +280,7 @@ async fn become_ready(s: StartUp) {
     s.datastore.wait_synced().await;
     tracing::info!("datastore caches in sync");
     s.metrics.datastore_in_sync.set(1);
+    let _ = s.synced.send(true);
     // Sweeping before recovery could delete the routes of live pods whose
     // record was lost: retry until recovery has looked at everything.
     while !recover_lost_endpoints(

@@ -145,9 +145,11 @@ pub struct Registration {
 impl Registration {
     /// The JSON merge patch of the Node's metadata: only our keys, a `null`
     /// removing one we no longer want (others' keys are never touched).
-    pub fn merge_patch(&self) -> serde_json::Value {
+    /// With `rr_flag` false the route-reflector keys are left as they are:
+    /// an administrator may set them on the Node (Calico's way).
+    pub fn merge_patch(&self, rr_flag: bool) -> serde_json::Value {
         let opt = |v: Option<String>| v.map_or(serde_json::Value::Null, serde_json::Value::from);
-        serde_json::json!({
+        let mut p = serde_json::json!({
             "metadata": {
                 "annotations": {
                     ANN_IPV4: opt(self.ipv4.map(|a| a.to_string())),
@@ -164,7 +166,22 @@ impl Registration {
                     },
                 },
             }
-        })
+        });
+        if self.as_number.is_none() {
+            // Not overridden by a flag: an annotation set by hand stays.
+            if let Some(a) = p["metadata"]["annotations"].as_object_mut() {
+                a.remove(ANN_AS);
+            }
+        }
+        if !rr_flag {
+            if let Some(a) = p["metadata"]["annotations"].as_object_mut() {
+                a.remove(ANN_RR_CLUSTER_ID);
+            }
+            if let Some(m) = p["metadata"].as_object_mut() {
+                m.remove("labels");
+            }
+        }
+        p
     }
 }
 
@@ -206,14 +223,23 @@ mod tests {
             }),
             ..Default::default()
         };
-        let p = r.merge_patch();
+        let p = r.merge_patch(true);
         assert_eq!(p["metadata"]["annotations"][ANN_IPV4], "10.0.0.2/24");
-        assert!(p["metadata"]["annotations"][ANN_RR_CLUSTER_ID].is_null());
+        let ann = p["metadata"]["annotations"].as_object().expect("map");
+        assert!(
+            ann[ANN_RR_CLUSTER_ID].is_null(),
+            "a former reflector stops being one"
+        );
         assert!(p["metadata"]["labels"][LABEL_RR].is_null());
+        // Without the flag the administrator's keys are left alone.
+        let p = r.merge_patch(false);
+        let ann = p["metadata"]["annotations"].as_object().expect("map");
+        assert!(!ann.contains_key(ANN_RR_CLUSTER_ID));
+        assert!(p["metadata"].get("labels").is_none());
         let rr = Registration {
             rr_cluster_id: Some("1.1.1.1".parse().expect("ip")),
             ..r
         };
-        assert_eq!(rr.merge_patch()["metadata"]["labels"][LABEL_RR], "true");
+        assert_eq!(rr.merge_patch(true)["metadata"]["labels"][LABEL_RR], "true");
     }
 }

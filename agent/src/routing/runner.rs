@@ -84,6 +84,8 @@ pub struct RoutingInputs {
     pub resolver: Arc<dyn RouteResolver>,
     /// Bumped by the resolver's owner when its inputs change.
     pub resolver_changed: watch::Receiver<u64>,
+    /// Becomes true once the agent's datastore caches have synced.
+    pub synced: watch::Receiver<bool>,
 }
 
 /// Starts the routing task on the current runtime.
@@ -160,18 +162,26 @@ async fn register(
         (None, None) => None,
     }
     .and_then(as_v6);
+    // `--role route-reflector` records the cluster id; without it an
+    // administrator may have made the node a reflector on its Node object
+    // (and may have set its AS there).
+    let own = datastore.node(node).map(|n| NodeInfo::from_node(&n));
+    let rr_flag = s.role == Role::RouteReflector;
     let reg = Registration {
         ipv4: Some(ipv4),
         ipv6,
-        as_number: s.as_number,
-        rr_cluster_id: (s.role == Role::RouteReflector)
-            .then(|| s.rr_cluster_id.unwrap_or(ipv4.addr)),
+        as_number: s.as_number.or(own.as_ref().and_then(|n| n.as_number)),
+        rr_cluster_id: if rr_flag {
+            Some(s.rr_cluster_id.unwrap_or(ipv4.addr))
+        } else {
+            own.as_ref().and_then(|n| n.rr_cluster_id)
+        },
     };
     let api: Api<Node> = Api::all(client.clone());
     api.patch(
         node,
         &PatchParams::default(),
-        &Patch::Merge(&reg.merge_patch()),
+        &Patch::Merge(&reg.merge_patch(rr_flag)),
     )
     .await
     .map_err(|e| format!("patching Node {node}: {e}"))?;
@@ -207,6 +217,7 @@ async fn run(inputs: RoutingInputs, caches: RoutingCaches, handle: RoutingHandle
         status,
         resolver,
         mut resolver_changed,
+        mut synced,
     } = inputs;
     status.set(Snapshot {
         peers: PeersAnswer {
@@ -216,16 +227,9 @@ async fn run(inputs: RoutingInputs, caches: RoutingCaches, handle: RoutingHandle
         ..Default::default()
     });
     // kube's `Store::wait_until_ready` wakes only its last waiter, and the
-    // agent's start-up waits on the same stores: poll with a timeout so
-    // neither waiter can miss the wake-up.
-    while tokio::time::timeout(Duration::from_millis(200), datastore.wait_synced())
-        .await
-        .is_err()
-    {}
-    while tokio::time::timeout(Duration::from_millis(200), caches.wait_synced())
-        .await
-        .is_err()
-    {}
+    // agent's start-up waits on the datastore's stores: it tells us instead.
+    let _ = synced.wait_for(|s| *s).await;
+    caches.wait_synced().await;
     tracing::debug!("routing: caches in sync");
     let kernel = loop {
         match RouteKernel::connect() {
@@ -256,7 +260,7 @@ async fn run(inputs: RoutingInputs, caches: RoutingCaches, handle: RoutingHandle
     };
     let Some(v4) = reg.ipv4 else { return };
     let cfg = bgp_config(&caches);
-    let asn = settings.as_number.unwrap_or(cfg.as_number);
+    let asn = reg.as_number.unwrap_or(cfg.as_number);
     let mut sc = SpeakerConfig::new(v4.addr, asn);
     sc.multipath = true;
     sc.cluster_id = reg.rr_cluster_id;
@@ -314,8 +318,7 @@ async fn run(inputs: RoutingInputs, caches: RoutingCaches, handle: RoutingHandle
         st.reconcile(&datastore, &caches).await;
         let cfg_now = bgp_config(&caches);
         if !config_warned
-            && (cfg_now.listen_port != port
-                || settings.as_number.unwrap_or(cfg_now.as_number) != asn)
+            && (cfg_now.listen_port != port || st.reg.as_number.unwrap_or(cfg_now.as_number) != asn)
         {
             config_warned = true;
             tracing::warn!(
