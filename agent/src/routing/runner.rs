@@ -206,6 +206,8 @@ struct State {
     installed: BTreeSet<Cidr>,
     sweep: bool,
     problems: Vec<String>,
+    /// Routes the kernel refused, with why (logged once per reason).
+    failed: BTreeMap<Cidr, String>,
 }
 
 async fn run(inputs: RoutingInputs, caches: RoutingCaches, handle: RoutingHandle) {
@@ -307,6 +309,7 @@ async fn run(inputs: RoutingInputs, caches: RoutingCaches, handle: RoutingHandle
         installed: BTreeSet::new(),
         sweep: false,
         problems: Vec::new(),
+        failed: BTreeMap::new(),
     };
     let started = Instant::now();
     let mut ds_changes = datastore.changes();
@@ -600,8 +603,17 @@ impl State {
                 Ok(()) => {
                     tracing::debug!(prefix = %p, route = ?r, "route programmed");
                     self.installed.insert(*p);
+                    self.failed.remove(p);
                 }
-                Err(e) => tracing::warn!(error = %e, "programming a route"),
+                Err(e) => {
+                    // Retried every pass; said once per reason (a next hop
+                    // in another subnet without an overlay fails each time).
+                    let e = e.to_string();
+                    if self.failed.get(p) != Some(&e) {
+                        tracing::warn!(error = %e, "programming a route");
+                        self.failed.insert(*p, e);
+                    }
+                }
             }
         }
         for (p, r) in &changes.delete {
