@@ -18,6 +18,7 @@ pub mod ipam;
 pub mod iperf;
 pub mod policy;
 pub mod report;
+pub mod route_propagation;
 
 use std::path::PathBuf;
 
@@ -53,5 +54,6 @@ pub fn registry() -> Vec<Benchmark> {
         policy::throughput(),
         bgp_load::benchmark(),
         bgp_sessions::benchmark(),
+        route_propagation::benchmark(),
     ]
 }
