@@ -17,7 +17,7 @@ use crate::routing::detect::{self, as_v4, as_v6};
 use crate::routing::kernel::RouteKernel;
 use crate::routing::node::{NodeInfo, Registration};
 use crate::routing::peers::{DesiredPeer, PeerInputs, PeerKind, plan_peers, secret_refs};
-use crate::routing::route_plan::{self, Route88};
+use crate::routing::route_plan;
 use crate::routing::status::{self, BgpStatus, PeersAnswer, Snapshot};
 use crate::routing::watch::RoutingCaches;
 use crate::routing::{Role, RoutingSettings};
@@ -561,31 +561,13 @@ impl State {
         }
     }
 
-    /// The proto-88 routes this node should hold.
-    fn wanted_routes(&self, own: &Originated) -> BTreeMap<Cidr, Route88> {
-        let mut wanted: BTreeMap<Cidr, Route88> = own
-            .blackholes
-            .iter()
-            .map(|c| (*c, Route88::Blackhole))
-            .collect();
-        if self.role == Role::RouteReflector {
-            return wanted;
-        }
-        for (prefix, next_hops) in &self.learned {
-            // Never a route for our own prefixes, nor a default route (the
-            // node's own default route is not ours to replace).
-            if own.is_own(prefix) || prefix.prefix() == 0 {
-                continue;
-            }
-            if let Some(r) = self.resolver.resolve(*prefix, next_hops) {
-                wanted.insert(*prefix, Route88::from_remote(&r));
-            }
-        }
-        wanted
-    }
-
     async fn apply_kernel(&mut self, own: &Originated) {
-        let wanted = self.wanted_routes(own);
+        let wanted = route_plan::wanted_routes(
+            own,
+            &self.learned,
+            self.role == Role::Node,
+            self.resolver.as_ref(),
+        );
         let held = match self.kernel.routes().await {
             Ok(h) => h,
             Err(e) => {
