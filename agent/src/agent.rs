@@ -177,6 +177,7 @@ pub async fn start(
             datastore: datastore.clone(),
             status: bgp_status.clone(),
             resolver: Arc::new(crate::calc::remote_routes::DirectResolver),
+            metrics: metrics.routing.clone(),
             resolver_changed,
             synced,
         })

@@ -52,6 +52,22 @@ fn l2_mesh_pods_reach_pods_across_nodes_over_bgp_routes() {
             Ok(())
         });
     }
+    // Metrics: two sessions up, three blocks in the kernel (two learned, one
+    // blackhole) on node1.
+    let node1 = lab.netns("node1").expect("netns");
+    until("node1's BGP metrics", || {
+        let m = node1
+            .run(
+                "curl",
+                &["-sf", "--max-time", "5", "http://127.0.0.1:9091/metrics"],
+            )
+            .map_err(|e| e.to_string())?;
+        (m.contains("margay_bgp_peers{state=\"Established\"} 2")
+            && m.contains("margay_bgp_kernel_routes 3")
+            && m.contains("margay_bgp_learned_prefixes 2"))
+        .then_some(())
+        .ok_or(m)
+    });
     for (i, from) in pods.iter().enumerate() {
         for (j, to) in pods.iter().enumerate() {
             if i != j {
@@ -84,7 +100,6 @@ fn l2_mesh_pods_reach_pods_across_nodes_over_bgp_routes() {
             Err(format!("{:?}", b.spec))
         }
     });
-    let node1 = lab.netns("node1").expect("netns");
     let node3 = lab.netns("node3").expect("netns");
     let via2 = format!("{block2} via {} dev eth0", addr("node2"));
     // The agents have seen the release (the pod's local route is gone on

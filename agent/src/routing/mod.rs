@@ -6,7 +6,7 @@
 //! - [`announce`]: which prefixes this node originates, and its blackholes;
 //! - [`route_plan`]: the proto-88 routes wanted vs. held (pure);
 //! - [`kernel`]: rtnetlink effects for those routes and the host addresses;
-//! - [`status`]: `/bgp/...` JSON on the health listener;
+//! - [`status`]: `/bgp/...` JSON on the health listener; [`metrics`]: `margay_bgp_*`;
 //! - [`watch`]: reflectors for IPAM blocks and the BGP kinds;
 //! - [`runner`]: the task that ties them to the `margay_bgp` speaker.
 //!
@@ -15,6 +15,7 @@
 pub mod announce;
 pub mod detect;
 pub mod kernel;
+pub mod metrics;
 pub mod node;
 pub mod peers;
 pub mod route_plan;

@@ -82,6 +82,7 @@ pub struct RoutingInputs {
     pub datastore: Datastore,
     pub status: BgpStatus,
     pub resolver: Arc<dyn RouteResolver>,
+    pub metrics: crate::routing::metrics::RoutingMetrics,
     /// Bumped by the resolver's owner when its inputs change.
     pub resolver_changed: watch::Receiver<u64>,
     /// Becomes true once the agent's datastore caches have synced.
@@ -195,6 +196,7 @@ struct State {
     speaker: SpeakerHandle,
     kernel: RouteKernel,
     resolver: Arc<dyn RouteResolver>,
+    metrics: crate::routing::metrics::RoutingMetrics,
     client: Client,
     secrets_namespace: String,
     secrets: BTreeMap<(String, String), String>,
@@ -218,6 +220,7 @@ async fn run(inputs: RoutingInputs, caches: RoutingCaches, handle: RoutingHandle
         datastore,
         status,
         resolver,
+        metrics,
         mut resolver_changed,
         mut synced,
     } = inputs;
@@ -299,6 +302,7 @@ async fn run(inputs: RoutingInputs, caches: RoutingCaches, handle: RoutingHandle
         speaker,
         kernel,
         resolver,
+        metrics,
         client,
         secrets_namespace: settings.secrets_namespace.clone(),
         secrets: BTreeMap::new(),
@@ -586,8 +590,10 @@ impl State {
                     tracing::debug!(prefix = %p, route = ?r, "route programmed");
                     self.installed.insert(*p);
                     self.failed.remove(p);
+                    self.count_change("replace");
                 }
                 Err(e) => {
+                    self.metrics.kernel_route_errors.inc();
                     // Retried every pass; said once per reason (a next hop
                     // in another subnet without an overlay fails each time).
                     let e = e.to_string();
@@ -603,16 +609,50 @@ impl State {
                 Ok(()) => {
                     tracing::debug!(prefix = %p, "route removed");
                     self.installed.remove(p);
+                    self.count_change("delete");
                 }
-                Err(e) => tracing::warn!(error = %e, "removing a route"),
+                Err(e) => {
+                    self.metrics.kernel_route_errors.inc();
+                    tracing::warn!(error = %e, "removing a route");
+                }
             }
         }
+        // Routes that are no longer wanted are no longer failing either.
+        self.failed.retain(|p, _| wanted.contains_key(p));
+        let held_now = held.len() as i64
+            + changes
+                .replace
+                .iter()
+                .filter(|(p, _)| !held.contains_key(p))
+                .count() as i64
+            - changes.delete.len() as i64;
+        self.metrics.kernel_routes.set(held_now.max(0));
+        self.metrics
+            .announced_prefixes
+            .set(self.announced.len() as i64);
+        self.metrics.learned_prefixes.set(self.learned.len() as i64);
+    }
+
+    fn count_change(&self, op: &str) {
+        self.metrics
+            .kernel_route_changes
+            .get_or_create(&crate::routing::metrics::RouteOp { op: op.into() })
+            .inc();
     }
 
     async fn snapshot(&self, asn: u32) -> Snapshot {
         let kinds: BTreeMap<IpAddr, PeerKind> =
             self.applied.iter().map(|(a, p)| (*a, p.kind)).collect();
         let peers = self.speaker.peers().await.unwrap_or_default();
+        self.metrics.peers.clear();
+        for p in &peers {
+            self.metrics
+                .peers
+                .get_or_create(&crate::routing::metrics::PeerState {
+                    state: format!("{:?}", p.state),
+                })
+                .inc();
+        }
         let mut snap = Snapshot {
             peers: PeersAnswer {
                 node: self.node.clone(),
