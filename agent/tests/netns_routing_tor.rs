@@ -166,6 +166,13 @@ fn frr_top_of_rack_learns_pod_blocks_and_a_client_behind_it_reaches_a_pod() {
         .collect();
     let frr = Frr::start(tor.name(), &dir.path().join("frr"), &frr_conf(&nodes));
 
+    // The mesh is up before the ToR is configured; adding the ToR peer must
+    // leave those sessions alone.
+    let node1 = lab.netns("node1").expect("netns");
+    until("node1's mesh session", || {
+        established(&node1, 1, "node-to-node mesh")
+    });
+    let mesh_before = bgp_peers(&node1).expect("peers").peers;
     let kube_rt = runtime();
     let kube = client(&kube_rt, &lab);
     kube_rt.block_on(async {
@@ -212,7 +219,6 @@ fn frr_top_of_rack_learns_pod_blocks_and_a_client_behind_it_reaches_a_pod() {
     let p1 = pod(&rt, "default", "p1", "node1");
     let ip1 = p1.primary_ip().expect("ip");
     let block1 = block_of(ip1, 26);
-    let node1 = lab.netns("node1").expect("netns");
     until(
         "node1: the ToR session (global peer) and the mesh up",
         || {
@@ -226,6 +232,21 @@ fn frr_top_of_rack_learns_pod_blocks_and_a_client_behind_it_reaches_a_pod() {
                 .then_some(())
                 .ok_or(format!("{:?}", p.peers))
         },
+    );
+    let mesh_after: Vec<_> = bgp_peers(&node1)
+        .expect("peers")
+        .peers
+        .into_iter()
+        .filter(|p| p.peer_type == "node-to-node mesh")
+        .collect();
+    assert_eq!(mesh_after.len(), 1);
+    assert_eq!(
+        (mesh_after[0].established_transitions, &mesh_after[0].since),
+        (
+            mesh_before[0].established_transitions,
+            &mesh_before[0].since
+        ),
+        "adding the ToR peer reset the mesh session"
     );
     until("FRR learned node1's pod block from node1", || {
         let v: serde_json::Value =

@@ -34,6 +34,10 @@ pub struct PeerRow {
     pub info: String,
     pub prefixes_received: u64,
     pub prefixes_advertised: u64,
+    /// Times the session reached Established since the peer was added
+    /// (a session reset by a configuration change shows here).
+    #[serde(default)]
+    pub established_transitions: u64,
 }
 
 /// What the node says about itself under `/bgp/peers`.
@@ -106,6 +110,7 @@ pub fn row(p: &PeerStatus, kind: Option<PeerKind>) -> PeerRow {
         info,
         prefixes_received: p.prefixes.received.iter().map(|&n| u64::from(n)).sum(),
         prefixes_advertised: p.prefixes.advertised.iter().map(|&n| u64::from(n)).sum(),
+        established_transitions: p.messages.established_transitions,
     }
 }
 
