@@ -84,6 +84,28 @@ fn l2_mesh_pods_reach_pods_across_nodes_over_bgp_routes() {
     let kube_rt = runtime();
     let client = client(&kube_rt, &lab);
     let blocks: Api<IPAMBlock> = Api::all(client.clone());
+    // Every agent recorded its addresses, with the prefix length, on its Node.
+    let node_objs = kube_rt
+        .block_on(
+            Api::<k8s_openapi::api::core::v1::Node>::all(client.clone()).list(&Default::default()),
+        )
+        .expect("nodes");
+    for n in node_objs.items {
+        let name = n.metadata.name.clone().unwrap_or_default();
+        let plan = lab.node(&name).expect("lab node");
+        let ann = n.metadata.annotations.unwrap_or_default();
+        assert_eq!(
+            ann.get("margay.dev/ipv4Address").map(String::as_str),
+            Some(format!("{}/24", plan.ipv4).as_str()),
+            "{name}"
+        );
+        assert_eq!(
+            ann.get("margay.dev/ipv6Address").map(String::as_str),
+            Some(format!("{}/64", plan.ipv6).as_str()),
+            "{name}"
+        );
+        assert!(ann.contains_key("margay.dev/agent-version"), "{name}");
+    }
     rt.delete_pod("default", "p-node2").expect("delete pod");
     until("the address released in IPAM", || {
         let list = kube_rt
@@ -187,4 +209,33 @@ fn a_deleted_node_has_its_routes_withdrawn_everywhere() {
             established(ns, 1, "node-to-node mesh")
         });
     }
+}
+
+#[test]
+fn routed_topology_peers_across_subnets_through_the_router() {
+    // Nodes 1 and 2 share subnet a, node3 sits in b: the mesh sessions to
+    // node3 cross the router (multihop, no TTL security); within subnet a
+    // the routes go straight to the node and pods talk. (Routes to node3's
+    // block need the overlay: CrossSubnet is the overlay's to test.)
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lab = up(dir.path(), 3, Topology::Routed, false, &[]);
+    let rt = PodRuntime::new(&lab).expect("pod runtime");
+    let p1 = pod(&rt, "default", "p1", "node1");
+    let p2 = pod(&rt, "default", "p2", "node2");
+    for n in ["node1", "node2", "node3"] {
+        let ns = lab.netns(n).expect("netns");
+        until(&format!("{n}: both mesh sessions up"), || {
+            established(&ns, 2, "node-to-node mesh")
+        });
+    }
+    let node1 = lab.netns("node1").expect("netns");
+    let block2 = block_of(p2.primary_ip().expect("ip"), 26);
+    until("node1 routes node2's block straight to node2", || {
+        let have = routes88(&node1, false);
+        have.iter()
+            .any(|l| l.starts_with(&format!("{block2} via 10.0.1.2 dev eth0")))
+            .then_some(())
+            .ok_or(format!("{have:?}"))
+    });
+    until("p1 -> p2", || pings(&p1, p2.primary_ip().expect("ip")));
 }
