@@ -239,3 +239,64 @@ fn routed_topology_peers_across_subnets_through_the_router() {
     });
     until("p1 -> p2", || pings(&p1, p2.primary_ip().expect("ip")));
 }
+
+#[test]
+fn a_borrowed_address_is_announced_as_a_host_route_by_the_borrowing_node() {
+    // A pool of two /31 blocks: node1 and node2 take one each, node3 finds
+    // no free block and borrows an address from one of them. node3
+    // announces it as a /32, which wins over the lender's block route (and
+    // over the lender's own blackhole), so node3's pod is reachable.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lab = up(dir.path(), 3, Topology::L2, false, &[]);
+    let kube_rt = runtime();
+    let client = client(&kube_rt, &lab);
+    kube_rt.block_on(async {
+        let mut spec = margay_api::IPPoolSpec::new("10.251.0.0/30");
+        spec.block_size = Some(31);
+        Api::<margay_api::IPPool>::all(client.clone())
+            .create(
+                &kube::api::PostParams::default(),
+                &margay_api::IPPool::new("tiny", spec),
+            )
+            .await
+            .expect("pool");
+    });
+    let rt = PodRuntime::new(&lab).expect("pod runtime");
+    let tiny = |name: &str, node: &str| {
+        rt.create_pod(
+            &margay_lab::pods::spec::PodSpec::new("default", name, node)
+                .annotation("margay.dev/ipv4pools", "[\"tiny\"]"),
+        )
+        .unwrap_or_else(|e| panic!("pod {name}: {e}"))
+    };
+    let p1 = tiny("t1", "node1");
+    let p2 = tiny("t2", "node2");
+    let p3 = tiny("t3", "node3");
+    let ip3 = p3.primary_ip().expect("ip");
+    assert!(
+        ["10.251.0.0", "10.251.0.1", "10.251.0.2", "10.251.0.3"]
+            .contains(&ip3.to_string().as_str()),
+        "{ip3}"
+    );
+    let host3 = format!("{ip3} via 10.0.0.3 dev eth0");
+    for n in ["node1", "node2"] {
+        let ns = lab.netns(n).expect("netns");
+        until(&format!("{n}: /32 to the borrowed {ip3} via node3"), || {
+            let have = routes88(&ns, false);
+            have.iter()
+                .any(|l| l.starts_with(&host3))
+                .then_some(())
+                .ok_or(format!("{have:?}"))
+        });
+    }
+    // node3 announces no block of that pool (it has none).
+    let node3 = lab.netns("node3").expect("netns");
+    let have3 = routes88(&node3, false);
+    assert!(
+        !have3.iter().any(|l| l.starts_with("blackhole 10.251.")),
+        "{have3:?}"
+    );
+    until("t1 -> t3 (borrowed)", || pings(&p1, ip3));
+    until("t2 -> t3 (borrowed)", || pings(&p2, ip3));
+    until("t3 -> t1", || pings(&p3, p1.primary_ip().expect("ip")));
+}
