@@ -449,6 +449,31 @@ mod tests {
             export.action(&"192.168.0.0/24".parse().expect("p")),
             margay_bgp::FilterAction::Reject
         );
+        assert_eq!(t.kind, PeerKind::NodeSpecific);
+        // Keepalive sets the hold time to three times it; sourceAddress None
+        // lets the kernel choose.
+        let mut timed = tor.clone();
+        timed.spec.keepalive_time = Some(kube::core::Duration::from(
+            std::time::Duration::from_secs(10),
+        ));
+        timed.spec.source_address = Some(SourceAddress::Kernel);
+        let a = plan(&nodes[0], &nodes, true, std::slice::from_ref(&timed));
+        let t = &a.peers[&"10.0.0.254".parse::<IpAddr>().expect("ip")];
+        assert_eq!(
+            (t.config.keepalive_time, t.config.hold_time),
+            (Some(10), 30)
+        );
+        assert_eq!(t.config.source_address, None);
+        // More than one hop of TTL security cannot be honoured: said, skipped.
+        let mut far = tor.clone();
+        far.spec.ttl_security = Some(2);
+        let a = plan(&nodes[0], &nodes, true, std::slice::from_ref(&far));
+        assert_eq!(a.peers.len(), 1);
+        assert!(
+            a.problems[0].contains("spec.ttlSecurity"),
+            "{:?}",
+            a.problems
+        );
         // Node b is not selected by `node: a`.
         let b = plan(&nodes[1], &nodes, true, std::slice::from_ref(&tor));
         assert_eq!(b.peers.len(), 1);
