@@ -16,6 +16,7 @@ pub mod cni;
 pub mod figure;
 pub mod ipam;
 pub mod iperf;
+pub mod pod_throughput;
 pub mod policy;
 pub mod report;
 pub mod route_propagation;
@@ -55,5 +56,6 @@ pub fn registry() -> Vec<Benchmark> {
         bgp_load::benchmark(),
         bgp_sessions::benchmark(),
         route_propagation::benchmark(),
+        pod_throughput::benchmark(),
     ]
 }
