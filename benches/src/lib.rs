@@ -16,7 +16,9 @@ pub mod cni;
 pub mod figure;
 pub mod ipam;
 pub mod iperf;
+pub mod nftmon;
 pub mod policy;
+pub mod policy_latency;
 pub mod report;
 
 use std::path::PathBuf;
@@ -51,6 +53,7 @@ pub fn registry() -> Vec<Benchmark> {
         cni::benchmark(),
         policy::programming(),
         policy::throughput(),
+        policy_latency::benchmark(),
         bgp_load::benchmark(),
         bgp_sessions::benchmark(),
     ]
