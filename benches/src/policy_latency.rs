@@ -20,9 +20,10 @@
 //! namespace holding the same table as node1, with no watch, no batching and
 //! no other node: what the end-to-end time is made of at the bottom.
 //!
-//! The pods: `REAL_PODS` real ones spread over the nodes (network namespace,
-//! CNI ADD through the agent, a server: local endpoints whose programs a
-//! policy change recomputes), the rest Pod objects with addresses in
+//! The pods: `REAL_PODS` (all 500 by default; `MARGAY_BENCH_REAL_PODS`
+//! lowers it) real ones spread over the nodes (network namespace, CNI ADD
+//! through the agent, a server: local endpoints whose programs a policy
+//! change recomputes), any rest Pod objects with addresses in
 //! `status.podIPs` (all an agent sees of a pod on another node); the
 //! policies select pods by `app` label in 5 namespaces, with pod-and-namespace
 //! peers and named ports.
@@ -61,7 +62,9 @@ const APPS: usize = 50;
 /// server process): local endpoints whose programs every policy change
 /// recomputes. The rest of the 500 are Pod objects with addresses, which is
 /// all an agent sees of pods on other nodes.
-const REAL_PODS: usize = 60;
+const REAL_PODS: usize = 500;
+/// Overrides [`REAL_PODS`] (where creating them all would take too long).
+const REAL_PODS_ENV: &str = "MARGAY_BENCH_REAL_PODS";
 /// How long one change may take before the run fails.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -228,8 +231,17 @@ fn run(ctx: &Context) -> anyhow::Result<Vec<Figure>> {
     let (n_pods, n_real, n_policies, rounds) = if ctx.quick {
         (60, 6, 20, 10)
     } else {
-        (500, REAL_PODS, 200, 100)
+        let real = match std::env::var(REAL_PODS_ENV) {
+            Ok(v) => v
+                .parse()
+                .with_context(|| format!("{REAL_PODS_ENV}={v:?}: not a number"))?,
+            Err(_) => REAL_PODS,
+        };
+        (500, real, 200, 100)
     };
+    if n_real == 0 || n_real > n_pods {
+        bail!("{REAL_PODS_ENV}: between 1 and {n_pods} real pods");
+    }
     let t_setup = Instant::now();
     let lab = LabGuard::up(&UpOptions {
         nodes: NODES,
@@ -392,10 +404,12 @@ fn run(ctx: &Context) -> anyhow::Result<Vec<Figure>> {
         enforced(&format!("deletion of {name}"), &removed)?;
     }
 
-    // 2. A pod label change: pod p-0 becomes a peer of `from-probes`
+    // 2. A pod label change: pod real-0 becomes a peer of `from-probes`
     // (`role=probe`), then stops being one; through the API client and
     // with `kubectl label`, alternately adding and removing.
-    let (probe_ns, probe_pod, probe_ip) = (ns(0), "p-0", fake_ip(0).parse::<IpAddr>()?);
+    let probe = real.first().context("no real pod")?;
+    let (probe_ns, probe_pod) = (probe.namespace.clone(), probe.name.as_str());
+    let probe_ip: IpAddr = probe.primary_ip().context("real-0 has no address")?;
     let pods = Api::<Pod>::namespaced(b.client.clone(), &probe_ns);
     let mut label_api = Vec::new();
     let mut label_kubectl = Vec::new();
