@@ -152,18 +152,76 @@ impl Bench {
         })
     }
 
-    /// A metric's value on a node (0 when absent).
-    fn metric(&self, node: &str, name: &str) -> anyhow::Result<f64> {
-        let text = self.lab.netns(node)?.run(
+    fn metrics_text(&self, node: &str) -> anyhow::Result<String> {
+        Ok(self.lab.netns(node)?.run(
             "curl",
             &["-sf", "--max-time", "5", "http://127.0.0.1:9091/metrics"],
-        )?;
+        )?)
+    }
+
+    /// The agents' own programming-latency histograms (watch event seen →
+    /// kernel), by trigger, summed over the nodes.
+    fn agent_histograms(&self) -> anyhow::Result<Totals> {
+        let mut all = Totals::new();
+        for n in self.lab.node_names() {
+            for (trigger, (sum, count)) in parse_histograms(
+                &self.metrics_text(&n)?,
+                "margay_policy_programming_latency_seconds",
+            ) {
+                let e = all.entry(trigger).or_default();
+                e.0 += sum;
+                e.1 += count;
+            }
+        }
+        Ok(all)
+    }
+
+    /// A metric's value on a node (0 when absent).
+    fn metric(&self, node: &str, name: &str) -> anyhow::Result<f64> {
+        let text = self.metrics_text(node)?;
         Ok(text
             .lines()
             .find_map(|l| l.strip_prefix(&format!("{name} ")))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0.0))
     }
+}
+
+/// A histogram's sum (seconds) and count, per trigger label.
+type Totals = BTreeMap<String, (f64, f64)>;
+
+/// `NAME_sum{trigger="T"} S` and `NAME_count{trigger="T"} C` lines.
+fn parse_histograms(text: &str, name: &str) -> Totals {
+    let mut out = Totals::new();
+    for line in text.lines() {
+        for (suffix, sum) in [("_sum{trigger=\"", true), ("_count{trigger=\"", false)] {
+            let Some(rest) = line.strip_prefix(&format!("{name}{suffix}")) else {
+                continue;
+            };
+            let Some((trigger, value)) = rest.split_once("\"} ") else {
+                continue;
+            };
+            let Ok(v) = value.trim().parse::<f64>() else {
+                continue;
+            };
+            let e = out.entry(trigger.to_string()).or_default();
+            if sum {
+                e.0 = v;
+            } else {
+                e.1 = v;
+            }
+        }
+    }
+    out
+}
+
+/// Mean (ms) and count of the observations made between `before` and
+/// `after` of one trigger.
+fn mean_between(before: &Totals, after: &Totals, trigger: &str) -> Option<(f64, f64)> {
+    let (s1, c1) = after.get(trigger).copied()?;
+    let (s0, c0) = before.get(trigger).copied().unwrap_or_default();
+    let n = c1 - c0;
+    (n > 0.0).then(|| ((s1 - s0) / n * 1e3, n))
 }
 
 async fn create_objects(client: &kube::Client, pods: usize, policies: usize) -> anyhow::Result<()> {
@@ -364,6 +422,9 @@ fn run(ctx: &Context) -> anyhow::Result<Vec<Figure>> {
                                   "ports": [{"port": "http"}]}]}
         })
     };
+    let hist_start = b.agent_histograms()?;
+    // How long the API request itself takes (request → response).
+    let mut api_writes = Vec::new();
     let mut policy_api = Vec::new();
     let mut policy_kubectl = Vec::new();
     let mut kubectl_alone = Vec::new();
@@ -386,6 +447,7 @@ fn run(ctx: &Context) -> anyhow::Result<Vec<Figure>> {
         drain();
         let t0 = Instant::now();
         b.tokio.block_on(api.create(&PostParams::default(), &np))?;
+        api_writes.push(ms(t0.elapsed()));
         let t = enforced(&format!("policy {name} (API)"), &added)?;
         policy_api.push(ms(t.saturating_duration_since(t0)));
         b.tokio
@@ -411,6 +473,7 @@ fn run(ctx: &Context) -> anyhow::Result<Vec<Figure>> {
     let (probe_ns, probe_pod) = (probe.namespace.clone(), probe.name.as_str());
     let probe_ip: IpAddr = probe.primary_ip().context("real-0 has no address")?;
     let pods = Api::<Pod>::namespaced(b.client.clone(), &probe_ns);
+    let hist_policies = b.agent_histograms()?;
     let mut label_api = Vec::new();
     let mut label_kubectl = Vec::new();
     let mut label_kubectl_alone = Vec::new();
@@ -427,6 +490,7 @@ fn run(ctx: &Context) -> anyhow::Result<Vec<Figure>> {
                 &PatchParams::default(),
                 &Patch::Merge(&patch),
             ))?;
+            api_writes.push(ms(t0.elapsed()));
             let t = enforced(&what, &|c| c.touches_ip(probe_ip, add))?;
             label_api.push(ms(t.saturating_duration_since(t0)));
         } else {
@@ -450,6 +514,14 @@ fn run(ctx: &Context) -> anyhow::Result<Vec<Figure>> {
         }
     }
     drop(monitors);
+    let hist_labels = b.agent_histograms()?;
+    // The agents' share: from their watch event to the kernel, as their
+    // own histogram has it (every change of the kind, deletions included).
+    let agent_policy = mean_between(&hist_start, &hist_policies, "networkpolicy");
+    let agent_label = mean_between(&hist_policies, &hist_labels, "pod");
+    eprintln!(
+        "policy-latency: agents' own histograms, mean (ms, observations over the nodes): NetworkPolicy {agent_policy:?}, pod {agent_label:?}"
+    );
 
     // The comparator: the same changes, programmed by the same code into the
     // same table (node1's), without the agent around it.
@@ -510,7 +582,7 @@ fn run(ctx: &Context) -> anyhow::Result<Vec<Figure>> {
             Better::Lower,
         )
     };
-    Ok(vec![
+    let mut figures = vec![
         fig(
             &format!(
                 "new NetworkPolicy → enforced, p99 ({} changes)",
@@ -557,7 +629,29 @@ fn run(ctx: &Context) -> anyhow::Result<Vec<Figure>> {
             (alone_note, &label_kubectl_alone, 99.0),
         )
         .with_goal(Goal::Absolute(150.0)),
-    ])
+    ];
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let all_api: Vec<f64> = policy_api.iter().chain(&label_api).copied().collect();
+    figures.push(Figure::new(
+        format!("the API write alone, mean ({} writes)", api_writes.len()),
+        Measure::new("API request → response", mean(&api_writes), "ms"),
+        Measure::new(api_note, mean(&all_api), "ms"),
+        Better::Lower,
+    ));
+    for (what, agent, end_to_end) in [
+        ("NetworkPolicy changes", agent_policy, &policy_api),
+        ("pod label changes", agent_label, &label_api),
+    ] {
+        if let Some((agent_ms, n)) = agent {
+            figures.push(Figure::new(
+                format!("{what}: the agents' share, mean ({n} observations)"),
+                Measure::new("agents: watch event → kernel", agent_ms, "ms"),
+                Measure::new(api_note, mean(end_to_end), "ms"),
+                Better::Lower,
+            ));
+        }
+    }
+    Ok(figures)
 }
 
 /// Loads a snapshot into a compiler, with `local` pods as local endpoints
