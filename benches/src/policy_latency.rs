@@ -9,11 +9,14 @@
 //!   peer set in all three kernels.
 //!
 //! "Enforced" is observed from the kernel's side: each node's nf_tables
-//! change notifications (`nftmon`), sent when a transaction commits. Times
-//! start when the API has the change — when this benchmark's own watch sees
-//! it, as the agents' watches do — so they measure Margay, not kubectl's
-//! start-up; kubectl start → enforced is reported too, against kubectl
-//! start → in the API.
+//! change notifications (`nftmon`), which the kernel sends only when a
+//! transaction commits; a change is enforced when the last node has it.
+//! Each change is made twice: through the API client, the clock starting as
+//! the request is sent (the API write included, kubectl's start-up not),
+//! and with kubectl, the clock starting as kubectl is spawned (reported
+//! against kubectl alone, start → exit). The API write alone and the
+//! agents' own programming-latency histograms (watch event → kernel) are
+//! reported too, to show where the time goes.
 //!
 //! Comparator: the kernel's own cost of the same change, programmed the way
 //! the agent programs it (same compiler, same `NftDataplane`) in a scratch
