@@ -21,7 +21,7 @@ use margay_api::net::IpFamily;
 use margay_lab::handwired;
 use margay_lab::netns::{Netns, NetnsGuard};
 use margay_policy::Ir;
-use margay_policy::ir::PolicyRef;
+use margay_policy::ir::{PolicyRef, SetElem};
 use margay_policy::nft::{Nft, NftDataplane, RenderConfig, Renderer};
 use margay_policy::{Compiler, LocalEndpoint, NamedPort, Namespace, Pod, PodKey};
 
@@ -313,6 +313,10 @@ fn run_throughput(ctx: &Context) -> anyhow::Result<Vec<Figure>> {
     // measured flow before the final accept (the worst case for the chain,
     // as in iptables where the allowing rule sits after the others).
     let linear = linear_chain(c.ir(), "server")?;
+    // The same IPv4 rules as iptables and ipset write them (what an
+    // iptables-based agent runs), through iptables-legacy and iptables-nft.
+    let (ipsets, ipt_rules, ipt_n) = iptables_chain(c.ir(), "server")?;
+    run_with_input(&node, "ipset", &["restore"], &ipsets)?;
     // The cheaper chain an earlier version compared against: one
     // address/address/port compare per rule, no set lookups (kept as a
     // second row: it is what a chain of `-s A -d B --dport P` rules costs).
@@ -337,6 +341,7 @@ fn run_throughput(ctx: &Context) -> anyhow::Result<Vec<Figure>> {
     let ct_only = "add table inet ctonly\nadd chain inet ctonly forward { type filter hook forward priority 0; policy accept; }\nadd rule inet ctonly forward ct state established,related accept\n";
     let (mut none, mut margay, mut chain, mut cmp, mut ct) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut legacy, mut ipt_nft) = (Vec::new(), Vec::new());
     let to: IpAddr = sip.parse()?;
     for _ in 0..rounds {
         nft.run("flush ruleset")?;
@@ -352,6 +357,13 @@ fn run_throughput(ctx: &Context) -> anyhow::Result<Vec<Figure>> {
         nft.run("flush ruleset")?;
         nft.run(&compare)?;
         cmp.push(tcp_throughput(&client.netns, to, 5201, secs)? / 1e9);
+        nft.run("flush ruleset")?;
+        run_with_input(&node, "iptables-legacy-restore", &[], &ipt_rules)?;
+        legacy.push(tcp_throughput(&client.netns, to, 5201, secs)? / 1e9);
+        node.run("iptables-legacy", &["-F", "FORWARD"])?;
+        run_with_input(&node, "iptables-nft-restore", &[], &ipt_rules)?;
+        ipt_nft.push(tcp_throughput(&client.netns, to, 5201, secs)? / 1e9);
+        nft.run("flush ruleset")?;
     }
     let (m, n, l, k, q) = (
         median(&mut margay),
@@ -382,6 +394,18 @@ fn run_throughput(ctx: &Context) -> anyhow::Result<Vec<Figure>> {
             format!("pod-to-pod TCP: Margay vs {rules} address/port compares in one chain"),
             Measure::new("Margay table", m, "Gbit/s"),
             Measure::new("linear chain of compares, per packet", q, "Gbit/s"),
+            Better::Higher,
+        ),
+        Figure::new(
+            format!("pod-to-pod TCP: Margay vs the same {ipt_n} IPv4 rules in iptables-legacy with ipsets"),
+            Measure::new("Margay table", m, "Gbit/s"),
+            Measure::new("iptables-legacy, -m set per rule", median(&mut legacy), "Gbit/s"),
+            Better::Higher,
+        ),
+        Figure::new(
+            format!("pod-to-pod TCP: Margay vs the same {ipt_n} IPv4 rules in iptables-nft with ipsets"),
+            Measure::new("Margay table", m, "Gbit/s"),
+            Measure::new("iptables-nft, -m set per rule", median(&mut ipt_nft), "Gbit/s"),
             Better::Higher,
         ),
         Figure::new(
@@ -438,6 +462,118 @@ fn linear_chain(ir: &Ir, except: &str) -> anyhow::Result<LinearChain> {
         rules,
         v4_rules,
     })
+}
+
+/// Margay's IPv4 policy rules as an iptables agent writes them: one ipset
+/// per selector set, and per rule `-p tcp -m comment -m set --match-set …
+/// src -m tcp --dport N -j ACCEPT` (the shape of kube-router's and Calico's
+/// rules), all in FORWARD, then ACCEPT. `(ipset restore input,
+/// iptables-restore input, rules)`.
+fn iptables_chain(ir: &Ir, except: &str) -> anyhow::Result<(String, String, usize)> {
+    let mut sets = String::new();
+    let mut made = std::collections::BTreeSet::new();
+    let mut rules = String::from("*filter\n:FORWARD ACCEPT [0:0]\n");
+    let mut n = 0;
+    for c in ir.chains.values() {
+        if matches!(&c.policy, PolicyRef::Kubernetes { name, .. } if name == except) {
+            continue;
+        }
+        for r in &c.rules {
+            if r.family == Some(IpFamily::V6) {
+                continue;
+            }
+            let mut line = String::from("-A FORWARD");
+            match r.protocol {
+                Some(6) => line.push_str(" -p tcp"),
+                Some(17) => line.push_str(" -p udp"),
+                None => {}
+                Some(p) => bail!(
+                    "rule {} of {}: protocol {p} not rendered for iptables",
+                    r.origin.index,
+                    c.id.0
+                ),
+            }
+            line.push_str(&format!(
+                " -m comment --comment \"{} {}\"",
+                c.id.0, r.origin.index
+            ));
+            for (m, side) in r
+                .src
+                .iter()
+                .map(|m| (m, "src"))
+                .chain(r.dst.iter().map(|m| (m, "dst")))
+            {
+                let set = ir
+                    .sets
+                    .get(&m.set)
+                    .with_context(|| format!("set {}", m.set))?;
+                if made.insert(m.set.clone()) {
+                    sets.push_str(&format!("create {} hash:ip\n", m.set));
+                    for e in &set.elements {
+                        match e {
+                            SetElem::Addr(a) => sets.push_str(&format!("add {} {a}\n", m.set)),
+                            other => {
+                                bail!("set {}: element {other:?} not rendered for ipset", m.set)
+                            }
+                        }
+                    }
+                }
+                line.push_str(&format!(
+                    " -m set {}--match-set {} {side}",
+                    if m.negated { "! " } else { "" },
+                    m.set
+                ));
+            }
+            match r.dst_ports.as_slice() {
+                [] => {}
+                [(a, z)] if a == z => line.push_str(&format!(" -m tcp --dport {a}")),
+                [(a, z)] => line.push_str(&format!(" -m tcp --dport {a}:{z}")),
+                _ => bail!(
+                    "rule {} of {}: several port ranges not rendered for iptables",
+                    r.origin.index,
+                    c.id.0
+                ),
+            }
+            if r.named_dst_port.is_some() || r.icmp.is_some() || !r.src_ports.is_empty() {
+                bail!(
+                    "rule {} of {}: not rendered for iptables",
+                    r.origin.index,
+                    c.id.0
+                );
+            }
+            line.push_str(" -j ACCEPT\n");
+            rules.push_str(&line);
+            n += 1;
+        }
+    }
+    rules.push_str("-A FORWARD -j ACCEPT\nCOMMIT\n");
+    Ok((sets, rules, n))
+}
+
+/// Runs `program args` in namespace `ns` with `input` on stdin.
+fn run_with_input(ns: &Netns, program: &str, args: &[&str], input: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut child = ns
+        .command(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {program}"))?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(input.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
 }
 
 /// Deletes a pod namespace created by `handwired` when dropped.
