@@ -7,7 +7,9 @@
 //!   force (Margay's table: verdict-map dispatch, sets, conntrack first)
 //!   against no rules, and against the same rules as one linear
 //!   chain evaluated per packet (iptables style, set lookups included),
-//!   and against as many plain address/port compares, in the same run.
+//!   against as many plain address/port compares, and against the same
+//!   IPv4 rules in iptables-legacy and iptables-nft with ipsets, in the
+//!   same run.
 
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
