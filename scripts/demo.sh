@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# `make demo`: build a lab cluster, show what it is made of, tear it down.
+# `make demo`: build a lab cluster, show what it is made of (nodes, the API
+# server, agents, pods on three nodes over BGP-learned routes, a NetworkPolicy
+# cutting one path, margayctl node status), tear it down.
 # DEMO_KEEP=1 leaves the lab up afterwards (margay-lab --state-dir $DIR down removes it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +51,47 @@ if KC=$("${LAB[@]}" kubeconfig 2>/dev/null); then
   done
   run cat "$DIR/nodes/node1/net.d/10-margay.conflist"
   "${LAB[@]}" exec node1 -- curl -s 127.0.0.1:9091/metrics | grep -E '^margay_(datastore_in_sync|active_local_endpoints|ipam_gc_leader) '
+
+  bold "Pods on all three nodes (CNI ADD through margay-cni and the agent's IPAM)"
+  run "${LAB[@]}" namespace create demo --labels ns=demo
+  for i in 1 2 3; do
+    run "${LAB[@]}" pod create demo/web$i --node node$i --labels app=web,pod=web$i --serve tcp:80
+  done
+  run "${LAB[@]}" pod create demo/client --node node1 --labels app=client --serve tcp:80
+  run kubectl --kubeconfig "$KC" get pods -n demo -o wide
+
+  bold "Routes to other nodes' pod blocks, learned over BGP (proto 88, via the node)"
+  run "${LAB[@]}" exec node1 -- ip route show proto 88
+  # Sessions come up within seconds of the agents; show them once they have.
+  for _ in $(seq 30); do
+    [[ $("${LAB[@]}" exec node1 -- "$PWD/$BIN/margayctl" node status | grep -c Established) -ge 2 ]] && break
+    sleep 1
+  done
+  run "${LAB[@]}" exec node1 -- "$PWD/$BIN/margayctl" node status
+
+  bold "Every pod reaches every pod, across nodes"
+  run "${LAB[@]}" matrix --namespaces demo --protocols tcp
+
+  bold "A NetworkPolicy: only the client may reach web2"
+  policy=$(mktemp)
+  cat >"$policy" <<'YAML'
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web2-from-client, namespace: demo}
+spec:
+  podSelector: {matchLabels: {pod: web2}}
+  policyTypes: [Ingress]
+  ingress:
+  - from:
+    - podSelector: {matchLabels: {app: client}}
+    ports: [{protocol: TCP, port: 80}]
+YAML
+  run cat "$policy"
+  run kubectl --kubeconfig "$KC" apply -f "$policy"
+  rm -f "$policy"
+  run "${LAB[@]}" matrix --namespaces demo --protocols tcp
+  run "$BIN/margayctl" --kubeconfig "$KC" policy explain demo/web1 demo/web2 --port 80
+  run "$BIN/margayctl" --kubeconfig "$KC" policy explain demo/client demo/web2 --port 80
 fi
 
 bold "The lab's processes"

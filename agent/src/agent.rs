@@ -64,6 +64,7 @@ pub struct RunningAgent {
     pub dataplane: DataplaneHandle,
     pub endpoints: SharedEndpoints,
     pub policy: PolicyHandle,
+    pub routing: Option<crate::routing::runner::RoutingHandle>,
     pub overlay: crate::overlay::OverlayHandle,
     tasks: Vec<JoinHandle<()>>,
     socket: std::path::PathBuf,
@@ -72,6 +73,9 @@ pub struct RunningAgent {
 impl RunningAgent {
     /// Stops serving and removes the socket; leaves the dataplane as it is.
     pub fn stop(self) {
+        if let Some(r) = &self.routing {
+            r.abort();
+        }
         for t in &self.tasks {
             t.abort();
         }
@@ -92,11 +96,13 @@ pub async fn start(
     let mut tasks = Vec::new();
 
     let h = health.clone();
+    let bgp_status = crate::routing::status::BgpStatus::default();
+    let bs = bgp_status.clone();
     tasks.push(
         serve_http(
             "health",
             settings.health_listen,
-            Arc::new(move |p: &str| h.answer(p)),
+            Arc::new(move |p: &str| bs.answer(p).unwrap_or_else(|| h.answer(p))),
         )
         .await?,
     );
@@ -157,6 +163,8 @@ pub async fn start(
     tasks.extend(crate::datastore::policy::start(client.clone(), &policy));
 
     let datastore = Datastore::start(client.clone(), &settings.node_name);
+    // Start-up step 5 says when the caches synced.
+    let (synced_tx, synced) = tokio::sync::watch::channel(false);
     let store = KubeStore::new(client.clone()).with_call_timeout(settings.api_timeout);
     let allocator = Allocator::new(store, Arc::new(SystemClock));
     // Overlay (VXLAN/IPIP, the resolver routing's programmer takes) and NAT
@@ -179,6 +187,21 @@ pub async fn start(
         dp.clone(),
     )));
     tasks.push(crate::nat::start(datastore.clone(), overlay_refresh)?);
+    // BGP: learned routes leave through the overlay's resolver (direct,
+    // VXLAN or IPIP per pool and node), re-resolved when its inputs change.
+    let routing = settings.routing.enabled.then(|| {
+        crate::routing::runner::start(crate::routing::runner::RoutingInputs {
+            settings: settings.routing.clone(),
+            node: settings.node_name.clone(),
+            client: client.clone(),
+            datastore: datastore.clone(),
+            status: bgp_status.clone(),
+            resolver: overlay.resolver.clone(),
+            metrics: metrics.routing.clone(),
+            resolver_changed: overlay.changed.clone(),
+            synced,
+        })
+    });
     let handler = Arc::new(
         EndpointHandler::new(
             settings.node_name.clone(),
@@ -238,6 +261,7 @@ pub async fn start(
         allocator,
         records,
         logs,
+        synced: synced_tx,
         overlay_status: overlay.status.clone(),
     })));
 
@@ -247,6 +271,7 @@ pub async fn start(
         dataplane: dp,
         endpoints,
         policy,
+        routing,
         overlay,
         tasks,
         socket: settings.cni_socket.clone(),
@@ -265,6 +290,7 @@ struct StartUp {
     allocator: Allocator<KubeStore>,
     records: EndpointStore,
     logs: Option<crate::logging::LogControl>,
+    synced: tokio::sync::watch::Sender<bool>,
     overlay_status: tokio::sync::watch::Receiver<crate::overlay::OverlayStatus>,
 }
 
@@ -276,6 +302,7 @@ async fn become_ready(s: StartUp) {
     s.datastore.wait_synced().await;
     tracing::info!("datastore caches in sync");
     s.metrics.datastore_in_sync.set(1);
+    let _ = s.synced.send(true);
     // Sweeping before recovery could delete the routes of live pods whose
     // record was lost: retry until recovery has looked at everything.
     while !recover_lost_endpoints(
@@ -354,6 +381,10 @@ pub async fn run(
     let agent = start(settings, client, Some(logs)).await?;
     shutdown.await;
     tracing::info!("shutting down; routes and pods stay as they are");
+    if let Some(r) = &agent.routing {
+        // Peers keep our routes (graceful restart) while we are away.
+        r.shutdown().await;
+    }
     agent.stop();
     Ok(())
 }

@@ -87,6 +87,51 @@ pub struct Cli {
     /// cniPolicyWaitTimeout, else 10s).
     #[arg(long, env = "MARGAY_CNI_POLICY_WAIT_TIMEOUT", value_parser = parse_duration)]
     pub cni_policy_wait_timeout: Option<Duration>,
+    /// Do not run BGP (no speaker, no routes to other nodes).
+    #[arg(long, env = "MARGAY_NO_BGP")]
+    pub no_bgp: bool,
+    /// `node` (default) or `route-reflector`: reflects routes between its
+    /// clients and installs no routes to pods.
+    #[arg(long, env = "MARGAY_ROLE", value_enum, default_value = "node")]
+    pub role: crate::routing::Role,
+    /// Cluster id of a route reflector (default: its router id). Reflectors
+    /// sharing one do not reflect to each other.
+    #[arg(long, env = "MARGAY_ROUTE_REFLECTOR_CLUSTER_ID")]
+    pub route_reflector_cluster_id: Option<std::net::Ipv4Addr>,
+    /// This node's IPv4 address (BGP router id and peering address);
+    /// default: autodetected.
+    #[arg(long, env = "MARGAY_NODE_IP")]
+    pub node_ip: Option<std::net::Ipv4Addr>,
+    /// This node's IPv6 address; default: autodetected.
+    #[arg(long, env = "MARGAY_NODE_IPV6")]
+    pub node_ipv6: Option<std::net::Ipv6Addr>,
+    /// first-found, interface=REGEX, cidr=CIDR[,CIDR] or kubernetes-internal-ip.
+    #[arg(long, env = "IP_AUTODETECTION_METHOD", default_value = "first-found")]
+    pub ip_autodetection_method: crate::routing::detect::DetectMethod,
+    /// As --ip-autodetection-method for IPv6, or `none`.
+    #[arg(long, env = "IP6_AUTODETECTION_METHOD", default_value = "first-found", value_parser = parse_v6_method)]
+    pub ip6_autodetection_method: V6Method,
+    /// This node's AS number, overriding BGPConfiguration's (recorded on the Node).
+    #[arg(long, env = "MARGAY_AS_NUMBER", value_parser = clap::value_parser!(u32).range(1..))]
+    pub as_number: Option<u32>,
+    /// Namespace of the Secrets BGPPeer passwords name.
+    #[arg(
+        long,
+        env = "MARGAY_BGP_SECRETS_NAMESPACE",
+        default_value = "kube-system"
+    )]
+    pub bgp_secrets_namespace: String,
+}
+
+/// `--ip6-autodetection-method`: a method or `none`.
+#[derive(Debug, Clone)]
+pub struct V6Method(pub Option<crate::routing::detect::DetectMethod>);
+
+fn parse_v6_method(s: &str) -> Result<V6Method, String> {
+    if s.trim() == "none" {
+        return Ok(V6Method(None));
+    }
+    s.parse().map(|m| V6Method(Some(m)))
 }
 
 /// Everything decided.
@@ -117,6 +162,8 @@ pub struct Settings {
     /// `None`: `Ready` does not wait for policy (the pod's interface drops
     /// everything until its policy is in).
     pub cni_policy_wait_timeout: Option<Duration>,
+    /// BGP routing between nodes.
+    pub routing: crate::routing::RoutingSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +215,18 @@ impl Settings {
             cni_policy_wait_timeout: match cli.cni_policy_wait_timeout {
                 Some(d) => (!d.is_zero()).then_some(d),
                 None => cluster.cni_policy_wait_timeout,
+            },
+            routing: crate::routing::RoutingSettings {
+                enabled: !cli.no_bgp,
+                role: cli.role,
+                node_ip: cli.node_ip.map(std::net::IpAddr::V4),
+                node_ipv6: cli.node_ipv6.map(std::net::IpAddr::V6),
+                autodetect_v4: cli.ip_autodetection_method.clone(),
+                autodetect_v6: cli.ip6_autodetection_method.0.clone(),
+                rr_cluster_id: cli.route_reflector_cluster_id,
+                as_number: cli.as_number,
+                secrets_namespace: cli.bgp_secrets_namespace.clone(),
+                ..Default::default()
             },
             ipam_gc: (!cli.no_ipam_gc).then(|| crate::ipam_gc::IpamGcConfig {
                 lease_namespace: cli.lease_namespace.clone(),

@@ -7,6 +7,7 @@
 //! - [`calc`]: pure decisions (endpoint table, route plans, sysctls, addressing, MTU);
 //! - [`dataplane`]: effects on the kernel (routes, sysctls) reconciled against what it holds;
 //! - [`endpoint_service`]: the unix socket the CNI plugin calls;
+//! - [`routing`]: BGP between nodes (speaker glue, proto-88 kernel routes, `/bgp/` status);
 //! - [`config`], [`health`], [`metrics`]: configuration, `/livez` `/readyz`, `/metrics`.
 
 pub mod agent;
@@ -23,3 +24,4 @@ pub mod logging;
 pub mod metrics;
 pub mod nat;
 pub mod overlay;
+pub mod routing;

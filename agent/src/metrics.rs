@@ -61,6 +61,8 @@ pub struct Metrics {
     pub ipam_gc_reclamations: Counter,
     /// The nftables policy dataplane's.
     pub policy: crate::dataplane::policy::metrics::PolicyMetrics,
+    /// BGP routing's.
+    pub routing: crate::routing::metrics::RoutingMetrics,
 }
 
 impl Default for Metrics {
@@ -73,6 +75,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut r = Registry::default();
         let policy = crate::dataplane::policy::metrics::PolicyMetrics::register(&mut r);
+        let routing = crate::routing::metrics::RoutingMetrics::register(&mut r);
         let m = Metrics {
             registry: Arc::new(Registry::default()),
             active_local_endpoints: Gauge::default(),
@@ -95,6 +98,7 @@ impl Metrics {
             ipam_gc_passes: Family::default(),
             ipam_gc_reclamations: Counter::default(),
             policy,
+            routing,
         };
         r.register(
             "margay_active_local_endpoints",

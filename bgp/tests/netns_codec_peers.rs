@@ -9,12 +9,12 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use margay_bgp::codec::*;
+use margay_lab::netns::{self, NetnsGuard};
 
 const OUR_AS: u32 = 4_200_000_001;
 const DAEMON_AS: u32 = 65001;
@@ -23,62 +23,44 @@ const DAEMON_ADDR: &str = "10.255.0.1";
 const OUR_ADDR: &str = "10.255.0.2";
 
 /// Two network namespaces joined by a veth pair: the daemon's
-/// (10.255.0.1, fd00:99::1) and ours (10.255.0.2, fd00:99::2). Both are
-/// removed on drop, after killing every process inside them.
+/// (10.255.0.1, fd00:99::1) and ours (10.255.0.2, fd00:99::2). The lab's
+/// guards remove both on drop, after stopping every process inside them
+/// (daemons that forked included); our children are reaped first.
 struct Netns {
-    daemon_ns: String,
-    client_ns: String,
-    dir: tempfile::TempDir,
+    // Children before the guards: fields drop in order.
     children: Vec<Child>,
+    daemon_ns: NetnsGuard,
+    client_ns: NetnsGuard,
+    dir: tempfile::TempDir,
 }
 
 impl Netns {
     fn new(tag: &str) -> Netns {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let unique = format!("{}-{nanos:x}", std::process::id());
-        let ns = Netns {
-            daemon_ns: format!("mgy-codec-{tag}-d-{unique}"),
-            client_ns: format!("mgy-codec-{tag}-c-{unique}"),
-            dir: tempfile::tempdir().expect("temp dir"),
-            children: Vec::new(),
+        let guard = |side: &str| {
+            NetnsGuard::create_unique(&format!("mgy-codec-{tag}-{side}")).expect("namespace")
         };
-        for name in [&ns.daemon_ns, &ns.client_ns] {
-            run(Command::new("ip").args(["netns", "add", name]));
-            run(Command::new("ip").args(["-n", name, "link", "set", "lo", "up"]));
-        }
-        run(Command::new("ip").args([
-            "-n",
-            &ns.daemon_ns,
-            "link",
-            "add",
-            "mgy0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "mgy1",
-            "netns",
-            &ns.client_ns,
-        ]));
-        for (name, dev, v4, v6) in [
+        let ns = Netns {
+            children: Vec::new(),
+            daemon_ns: guard("d"),
+            client_ns: guard("c"),
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        netns::veth(&ns.daemon_ns, "mgy0", &ns.client_ns, "mgy1").expect("veth pair");
+        for (side, dev, v4, v6) in [
             (&ns.daemon_ns, "mgy0", "10.255.0.1/24", "fd00:99::1/64"),
             (&ns.client_ns, "mgy1", "10.255.0.2/24", "fd00:99::2/64"),
         ] {
-            run(Command::new("ip").args(["-n", name, "addr", "add", v4, "dev", dev]));
-            run(Command::new("ip").args(["-n", name, "addr", "add", v6, "dev", dev, "nodad"]));
-            run(Command::new("ip").args(["-n", name, "link", "set", dev, "up"]));
+            side.ip(&["addr", "add", v4, "dev", dev])
+                .expect("IPv4 address");
+            side.ip(&["addr", "add", v6, "dev", dev, "nodad"])
+                .expect("IPv6 address");
         }
         ns
     }
 
     /// A command run inside the daemon's namespace.
     fn cmd(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.daemon_ns, program]);
-        c
+        self.daemon_ns.command(program)
     }
 
     fn spawn(&mut self, mut cmd: Command, log: &str) {
@@ -100,24 +82,15 @@ impl Netns {
         std::fs::read_to_string(self.path(file)).unwrap_or_default()
     }
 
-    /// Runs `f` on a thread that has entered the namespace `name`.
-    fn enter<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/var/run/netns/{name}");
+    /// Runs `f` as the client, on a thread that has entered our namespace.
+    fn as_client<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let name = self.client_ns.name().to_string();
         std::thread::spawn(move || {
-            let ns = std::fs::File::open(&path).expect("namespace file");
-            // SAFETY: setns only changes this thread's network namespace;
-            // the descriptor is valid for the duration of the call.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            margay_lab::probe::enter_netns(&name).expect("entering the client namespace");
             f()
         })
         .join()
         .expect("namespace thread")
-    }
-
-    /// Runs `f` as the client, in our namespace.
-    fn as_client<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        Netns::enter(&self.client_ns, f)
     }
 }
 
@@ -126,18 +99,6 @@ impl Drop for Netns {
         for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
-        }
-        for name in [&self.daemon_ns, &self.client_ns] {
-            // Daemons that forked are still in the namespace: end them too.
-            if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
-                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                    if let Ok(pid) = pid.parse::<i32>() {
-                        // SAFETY: plain kill(2) on a process in our own namespace.
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
-                    }
-                }
-            }
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
     }
 }
@@ -425,7 +386,7 @@ fn gobgp_exchanges_routes_with_the_codec() {
         "-p",
     ]);
     ns.spawn(cmd, "gobgpd.log");
-    let daemon_ns = ns.daemon_ns.clone();
+    let daemon_ns = ns.daemon_ns.name().to_string();
     let gobgp = move |args: &[&str]| {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &daemon_ns, "gobgp"]).args(args);

@@ -25,6 +25,8 @@ Examples:
   margayctl ipam show --show-blocks
   margayctl ipam check -o report.json
   margayctl policy explain shop/front shop/db --port 5432
+  margayctl node status --all
+  margayctl bgp routes --peer 10.0.0.2
   kubectl margay version            # the same binary, as a kubectl plugin
 
 Exit codes: 0 ok, 1 error, 2 usage error, 3 problems found (ipam check).";
@@ -83,6 +85,10 @@ pub enum Command {
     Ipam(IpamCommand),
     #[command(subcommand)]
     Policy(PolicyCommand),
+    #[command(subcommand)]
+    Node(NodeCommand),
+    #[command(subcommand)]
+    Bgp(BgpCommand),
     Version(VersionArgs),
     Diags(DiagsArgs),
     /// Print the generated reference pages (for the docs drift test).
@@ -286,6 +292,86 @@ pub struct IpamConfigureArgs {
     /// Most blocks one node may hold (0: no limit).
     #[arg(long, value_name = "N")]
     pub max_blocks_per_host: Option<u32>,
+}
+
+/// The default `--agent`: the local agent's health listener.
+pub const DEFAULT_AGENT_URL: &str = "http://127.0.0.1:9099";
+
+/// A node's agent: its BGP sessions.
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    Status(NodeStatusArgs),
+}
+
+/// The BGP sessions of this node's agent (or every node's), as `calicoctl node status`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  margayctl node status                                  # the agent on this machine
+  margayctl node status --agent http://10.0.0.2:9099
+  margayctl node status --all                            # every node, at its recorded address
+  margayctl node status -o json
+
+The agent answers on its health listener (`--health-listen`, port 9099): GET /bgp/peers.")]
+pub struct NodeStatusArgs {
+    /// The agent's health listener.
+    #[arg(long, value_name = "URL", default_value = DEFAULT_AGENT_URL)]
+    pub agent: String,
+    /// Ask every node's agent (addresses from the Node objects, the port of --agent).
+    #[arg(long)]
+    pub all: bool,
+    /// Output format (wide = table).
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+/// BGP sessions and routes of a node's agent.
+#[derive(Debug, Subcommand)]
+pub enum BgpCommand {
+    Peers(BgpPeersArgs),
+    Routes(BgpRoutesArgs),
+}
+
+/// The agent's BGP peers: address, why it peers (mesh, global, node specific,
+/// route reflector), AS, session state, since when.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  margayctl bgp peers
+  margayctl bgp peers -o wide            # with prefix counts
+  margayctl bgp peers --agent http://10.0.0.3:9099 -o yaml")]
+pub struct BgpPeersArgs {
+    /// The agent's health listener.
+    #[arg(long, value_name = "URL", default_value = DEFAULT_AGENT_URL)]
+    pub agent: String,
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+/// The agent's BGP routes: every path it knows (Loc-RIB), or what one peer
+/// sent it (--received) or what it sends that peer (--advertised).
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  margayctl bgp routes                                   # every path, best marked *
+  margayctl bgp routes --peer 10.0.0.2                   # what 10.0.0.2 sent us
+  margayctl bgp routes --peer 10.0.0.2 --advertised      # what we send 10.0.0.2
+  margayctl bgp routes -o wide")]
+pub struct BgpRoutesArgs {
+    /// The agent's health listener.
+    #[arg(long, value_name = "URL", default_value = DEFAULT_AGENT_URL)]
+    pub agent: String,
+    /// One peer's routes (received unless --advertised).
+    #[arg(long, value_name = "IP")]
+    pub peer: Option<std::net::IpAddr>,
+    /// What we advertise to --peer.
+    #[arg(long, conflicts_with = "received")]
+    pub advertised: bool,
+    /// What --peer sent us (the default with --peer).
+    #[arg(long)]
+    pub received: bool,
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: OutputFormat,
 }
 
 /// Network policy: why a connection is allowed or denied.

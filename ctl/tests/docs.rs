@@ -39,6 +39,9 @@ fn cli_reference_is_up_to_date() {
         "ipam check",
         "ipam release",
         "ipam configure",
+        "node status",
+        "bgp peers",
+        "bgp routes",
         "version",
         "diags",
     ] {

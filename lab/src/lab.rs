@@ -237,6 +237,12 @@ impl Lab {
     /// Starts the node's agent and waits until it reports ready. Starting a
     /// running agent is an error.
     pub fn start_agent(&self, node: &str) -> Result<i32, LabError> {
+        self.start_agent_with(node, &[])
+    }
+
+    /// [`Lab::start_agent`] with `extra` arguments after the lab's own (e.g.
+    /// `--role route-reflector` for one node).
+    pub fn start_agent_with(&self, node: &str, extra: &[String]) -> Result<i32, LabError> {
         if self.state.api_url.is_none() {
             return Err(LabError::Agent(
                 "this lab was built with --bare: no API server for agents".into(),
@@ -248,7 +254,9 @@ impl Lab {
             )));
         }
         let n = self.node(node)?;
-        let pid = agents::spawn(&self.dir, &self.state.plan.id, n, &self.state.agent_args)?;
+        let mut args = self.state.agent_args.clone();
+        args.extend_from_slice(extra);
+        let pid = agents::spawn(&self.dir, &self.state.plan.id, n, &args)?;
         agents::wait_ready(
             &self.dir,
             &n.name,

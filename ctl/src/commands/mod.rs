@@ -1,7 +1,7 @@
-//! One module per command group. Groups still to come (`node status`, `bgp
-//! routes|peers`) get a module here and a variant in
-//! [`crate::cli::Command`], like `ipam` and `policy`.
+//! One module per command group, each with a variant in
+//! [`crate::cli::Command`].
 
+pub mod bgp;
 pub mod diags;
 pub mod ipam;
 pub mod policy;
@@ -38,5 +38,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Label(a) => resources::label(&g, &a).await,
         Command::Ipam(c) => ipam::run(&client::connect(&g).await?, c).await,
         Command::Policy(c) => policy::run(&g, c).await,
+        Command::Node(crate::cli::NodeCommand::Status(a)) => bgp::node_status(&g, &a).await,
+        Command::Bgp(c) => bgp::run(&g, c).await,
     }
 }
