@@ -11,18 +11,15 @@
 //! - NAT outgoing: a pod reaching a client outside every pool (behind the
 //!   router) is seen with its node's address; pod-to-pod keeps pod addresses.
 //!
-//! Routes to other nodes' blocks come from routing's BGP glue (issue 7,
-//! other half). Until it is merged this test installs them itself from the
-//! IPAM block affinities, the way `OverlayResolver` resolves them (`via VTEP
-//! dev vxlan.margay onlink` when encapsulated, `via node` otherwise), with
-//! `ip route replace`, so routes already programmed identically are kept.
-//! Node addresses with prefix (`margay.dev/ipv4Address`) are routing's to
-//! write; the test writes the same values first.
+//! Routes to other nodes' blocks come from the agents' BGP mesh through
+//! overlay's resolver; the test checks node1's against what the resolver
+//! says from the cluster's annotations (`margay.dev/ipv4Address` from
+//! routing, the VTEPs from overlay) and pools.
 //!
 //! Needs `margay-lab`, `margay-agent` and `margay-cni` built.
 
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use margay_agent::calc::remote_routes::RemotePath;
 use margay_agent::overlay::nodes::{NodeDirectory, NodeInfo};
 use margay_agent::overlay::resolver::OverlayInputs;
@@ -31,7 +28,7 @@ use margay_api::{IPAMBlock, IPPool, ResolvedPool};
 use margay_lab::netns::{Netns, NetnsGuard, veth};
 use margay_lab::pods::PodRuntime;
 use margay_lab::pods::spec::PodSpec;
-use margay_lab::pool_options::{Encapsulation, PoolOptions, install_block_routes};
+use margay_lab::pool_options::{Encapsulation, PoolOptions};
 use margay_lab::{Lab, LabGuard, Topology, UpOptions};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -70,13 +67,66 @@ fn nodes(
         .collect()
 }
 
-/// What routing writes: each node's address with its prefix length.
-fn annotate_node_addresses(rt: &tokio::runtime::Runtime, c: &kube::Client, lab: &Lab) {
-    let api: Api<Node> = Api::all(c.clone());
+/// Routing's agent side publishes each node's address with its prefix
+/// length; overlay's subnet decisions need them.
+fn wait_node_addresses(rt: &tokio::runtime::Runtime, c: &kube::Client, lab: &Lab) {
     for n in &lab.plan().nodes {
-        let patch = serde_json::json!({"metadata": {"annotations": {"margay.dev/ipv4Address": format!("{}/24", n.ipv4)}}});
-        rt.block_on(api.patch(&n.name, &PatchParams::default(), &Patch::Merge(&patch)))
-            .expect("annotate node");
+        let want = format!("{}/24", n.ipv4);
+        poll(
+            "the nodes' margay.dev/ipv4Address",
+            Duration::from_secs(60),
+            || (nodes(rt, c).get(&n.name)?.get("margay.dev/ipv4Address")? == &want).then_some(()),
+        );
+    }
+}
+
+/// Whether an `ip -o route` line is `block` through `path`.
+fn route_is(line: &str, block: &Cidr, path: &RemotePath) -> bool {
+    let t: Vec<&str> = line.split_whitespace().collect();
+    let after = |k: &str| {
+        t.iter()
+            .position(|w| *w == k)
+            .and_then(|i| t.get(i + 1))
+            .copied()
+    };
+    let (gw, dev, onlink) = match path {
+        RemotePath::Direct { gateway } => (gateway.to_string(), "eth0".to_string(), false),
+        RemotePath::Tunnel { ifname, gateway } => (gateway.to_string(), ifname.clone(), true),
+    };
+    t.first() == Some(&block.to_string().as_str())
+        && after("via") == Some(gw.as_str())
+        && after("dev") == Some(dev.as_str())
+        && (!onlink || t.contains(&"onlink"))
+}
+
+/// Waits until `node`'s protocol-88 routes (programmed from BGP through the
+/// resolver) are exactly what the resolver says for every remote block.
+fn wait_routes_as_resolved(
+    lab: &Lab,
+    rt: &tokio::runtime::Runtime,
+    c: &kube::Client,
+    node: &str,
+) -> Vec<(Cidr, RemotePath)> {
+    let ns = lab.netns(node).expect("netns");
+    let mut last = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let resolved = resolve_as(rt, c, node);
+        last = ns
+            .ip(&["-o", "route", "show", "proto", "88"])
+            .unwrap_or(last);
+        if !resolved.is_empty()
+            && resolved
+                .iter()
+                .all(|(b, p)| last.lines().any(|l| route_is(l, b, p)))
+        {
+            return resolved;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "routes on {node} never matched {resolved:?}:\n{last}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -259,7 +309,7 @@ fn vxlan_cross_subnet_then_always_and_nat_outgoing() {
     let lab = up_routed();
     let tokio = rt();
     let c = client(&tokio, &lab);
-    annotate_node_addresses(&tokio, &c, &lab);
+    wait_node_addresses(&tokio, &c, &lab);
     lab.configure_default_pool(PoolOptions {
         encapsulation: Encapsulation::VxlanCrossSubnet,
         nat_outgoing: true,
@@ -322,27 +372,11 @@ fn vxlan_cross_subnet_then_always_and_nat_outgoing() {
         .expect("eth0");
     assert!(mtu.contains("mtu 1450"), "{mtu}");
 
-    install_block_routes(&lab, Encapsulation::VxlanCrossSubnet).expect("block routes");
-    // The routes match what node1's resolver (the agent's code, fed the
-    // cluster's real Node annotations and pools) says for every remote block.
-    let resolved = resolve_as(&tokio, &c, "node1");
-    let routes = lab
-        .netns("node1")
-        .expect("netns")
-        .ip(&["-o", "route", "show", "proto", "88"])
-        .expect("routes");
-    assert!(!resolved.is_empty());
+    // The routes BGP installed on node1 are what node1's resolver (the
+    // agent's code, fed the cluster's real Node annotations and pools) says
+    // for every remote block: direct within the subnet, VXLAN across.
+    let resolved = wait_routes_as_resolved(&lab, &tokio, &c, "node1");
     for (block, path) in &resolved {
-        let want = match path {
-            RemotePath::Direct { gateway } => format!("{block} via {gateway} dev eth0"),
-            RemotePath::Tunnel { ifname, gateway } => {
-                format!("{block} via {gateway} dev {ifname} onlink")
-            }
-        };
-        assert!(
-            routes.lines().any(|l| l.starts_with(&want)),
-            "want {want} in {routes}"
-        );
         let tunnel = matches!(path, RemotePath::Tunnel { .. });
         let other_subnet = block_owner(&tokio, &c, block) == "node3";
         assert_eq!(tunnel, other_subnet, "{block}: {path:?}");
@@ -432,7 +466,13 @@ fn vxlan_cross_subnet_then_always_and_nat_outgoing() {
             .contains(&format!("{} ", vteps["node2"].0))
             .then_some(())
     });
-    install_block_routes(&lab, Encapsulation::VxlanAlways).expect("block routes");
+    let resolved = wait_routes_as_resolved(&lab, &tokio, &c, "node1");
+    assert!(
+        resolved
+            .iter()
+            .all(|(_, p)| matches!(p, RemotePath::Tunnel { .. })),
+        "{resolved:?}"
+    );
     let cap = Capture::start(&fabric, "node1", "udp port 4789 or icmp");
     assert!(
         ping(&pods, "p1", pod_ip(&pods, "p2")),
@@ -482,7 +522,7 @@ fn ipip_cross_subnet_device_and_address() {
     let lab = up_routed();
     let tokio = rt();
     let c = client(&tokio, &lab);
-    annotate_node_addresses(&tokio, &c, &lab);
+    wait_node_addresses(&tokio, &c, &lab);
     lab.configure_default_pool(PoolOptions {
         encapsulation: Encapsulation::IpipCrossSubnet,
         nat_outgoing: false,
