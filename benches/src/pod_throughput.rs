@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use margay_lab::netns::Netns;
 use margay_lab::pods::PodRuntime;
 use margay_lab::pods::spec::PodSpec;
-use margay_lab::pool_options::{Encapsulation, PoolOptions, install_block_routes};
+use margay_lab::pool_options::{Encapsulation, PoolOptions};
 use margay_lab::topology::netns_prefix;
 use margay_lab::{LabGuard, Topology, UpOptions, handwired};
 use std::collections::BTreeMap;
@@ -38,6 +38,20 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     }
     Ok(())
+}
+
+/// Waits until `node` has the agent's BGP-learned route (protocol 88)
+/// covering `to`, leaving through `dev` when given.
+fn wait_bgp_route(node: &Netns, to: IpAddr, dev: Option<&str>) -> anyhow::Result<()> {
+    wait_for(&format!("{}'s BGP route to {to}", node.name()), || {
+        node.ip(&["route", "show", "proto", "88", "match", &to.to_string()])
+            .is_ok_and(|out| {
+                out.lines().any(|l| {
+                    !l.starts_with("blackhole")
+                        && dev.is_none_or(|d| l.contains(&format!("dev {d} ")))
+                })
+            })
+    })
 }
 
 /// A hand-made VXLAN device between the two nodes (VNI 4097, port 4790, so
@@ -151,7 +165,9 @@ fn run(ctx: &Context) -> anyhow::Result<Vec<Figure>> {
     // Direct.
     let a = pods.create_pod(&PodSpec::new("bench", "direct-a", &n1.name))?;
     let b = pods.create_pod(&PodSpec::new("bench", "direct-b", &n2.name))?;
-    install_block_routes(&lab, Encapsulation::Never)?;
+    // Routes between the two pods' blocks come from the agents' BGP mesh.
+    wait_bgp_route(&node1, b.primary_ip().context("pod address")?, None)?;
+    wait_bgp_route(&node2, a.primary_ip().context("pod address")?, None)?;
     let (a_ns, b_ip) = (
         Netns::open(&a.netns),
         b.primary_ip().context("pod address")?,
@@ -177,12 +193,12 @@ fn run(ctx: &Context) -> anyhow::Result<Vec<Figure>> {
             .iter()
             .all(|n| n.ip(&["link", "show", "vxlan.margay"]).is_ok())
     })?;
-    wait_for("the VTEP routes", || {
-        install_block_routes(&lab, Encapsulation::VxlanAlways).is_ok()
-    })?;
     let a = pods.create_pod(&PodSpec::new("bench", "vxlan-a", &n1.name))?;
     let b = pods.create_pod(&PodSpec::new("bench", "vxlan-b", &n2.name))?;
-    install_block_routes(&lab, Encapsulation::VxlanAlways)?;
+    // The same BGP routes, now resolved through the VXLAN device.
+    let via = Some("vxlan.margay");
+    wait_bgp_route(&node1, b.primary_ip().context("pod address")?, via)?;
+    wait_bgp_route(&node2, a.primary_ip().context("pod address")?, via)?;
     hand_vxlan(
         &node1,
         n1.ipv4,
