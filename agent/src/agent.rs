@@ -53,6 +53,8 @@ pub enum AgentError {
     Netlink(#[from] dataplane::netlink::NetlinkError),
     #[error("nftables: {0}")]
     Nft(#[from] margay_policy::nft::NftError),
+    #[error("overlay: {0}")]
+    Overlay(String),
 }
 
 /// A running agent's parts, for tests that drive it in-process.
@@ -63,6 +65,7 @@ pub struct RunningAgent {
     pub endpoints: SharedEndpoints,
     pub policy: PolicyHandle,
     pub routing: Option<crate::routing::runner::RoutingHandle>,
+    pub overlay: crate::overlay::OverlayHandle,
     tasks: Vec<JoinHandle<()>>,
     socket: std::path::PathBuf,
 }
@@ -76,6 +79,7 @@ impl RunningAgent {
         for t in &self.tasks {
             t.abort();
         }
+        self.overlay.task.abort();
         let _ = std::fs::remove_file(&self.socket);
     }
 }
@@ -159,16 +163,32 @@ pub async fn start(
     tasks.extend(crate::datastore::policy::start(client.clone(), &policy));
 
     let datastore = Datastore::start(client.clone(), &settings.node_name);
-    // BGP: until the overlay lands, next hops are reached directly and the
-    // resolver never changes.
-    let (_never, resolver_changed) = tokio::sync::watch::channel(0u64);
-    // Start-up step 5 says when the caches synced (kube's readiness future
-    // wakes only one waiter, so routing must not wait on it as well).
+    // Start-up step 5 says when the caches synced.
     let (synced_tx, synced) = tokio::sync::watch::channel(false);
-    tasks.push(tokio::spawn(async move {
-        let _keep = _never;
-        std::future::pending::<()>().await
-    }));
+    let store = KubeStore::new(client.clone()).with_call_timeout(settings.api_timeout);
+    let allocator = Allocator::new(store, Arc::new(SystemClock));
+    // Overlay (VXLAN/IPIP, the resolver routing's programmer takes) and NAT
+    // outgoing: both wait for the caches, then follow pools and nodes.
+    let overlay_refresh = settings
+        .dataplane_refresh_interval
+        .unwrap_or(std::time::Duration::from_secs(90));
+    let overlay = crate::overlay::start(
+        crate::overlay::OverlayConfig {
+            node: settings.node_name.clone(),
+            refresh_interval: overlay_refresh,
+        },
+        datastore.clone(),
+        client.clone(),
+        allocator.clone(),
+    )
+    .map_err(|e| AgentError::Overlay(e.to_string()))?;
+    tasks.push(tokio::spawn(crate::overlay::service::follow_overhead(
+        overlay.overhead.clone(),
+        dp.clone(),
+    )));
+    tasks.push(crate::nat::start(datastore.clone(), overlay_refresh)?);
+    // BGP: learned routes leave through the overlay's resolver (direct,
+    // VXLAN or IPIP per pool and node), re-resolved when its inputs change.
     let routing = settings.routing.enabled.then(|| {
         crate::routing::runner::start(crate::routing::runner::RoutingInputs {
             settings: settings.routing.clone(),
@@ -176,14 +196,12 @@ pub async fn start(
             client: client.clone(),
             datastore: datastore.clone(),
             status: bgp_status.clone(),
-            resolver: Arc::new(crate::calc::remote_routes::DirectResolver),
+            resolver: overlay.resolver.clone(),
             metrics: metrics.routing.clone(),
-            resolver_changed,
+            resolver_changed: overlay.changed.clone(),
             synced,
         })
     });
-    let store = KubeStore::new(client.clone()).with_call_timeout(settings.api_timeout);
-    let allocator = Allocator::new(store, Arc::new(SystemClock));
     let handler = Arc::new(
         EndpointHandler::new(
             settings.node_name.clone(),
@@ -244,6 +262,7 @@ pub async fn start(
         records,
         logs,
         synced: synced_tx,
+        overlay_status: overlay.status.clone(),
     })));
 
     Ok(RunningAgent {
@@ -253,6 +272,7 @@ pub async fn start(
         endpoints,
         policy,
         routing,
+        overlay,
         tasks,
         socket: settings.cni_socket.clone(),
     })
@@ -271,6 +291,7 @@ struct StartUp {
     records: EndpointStore,
     logs: Option<crate::logging::LogControl>,
     synced: tokio::sync::watch::Sender<bool>,
+    overlay_status: tokio::sync::watch::Receiver<crate::overlay::OverlayStatus>,
 }
 
 /// Start-up step 5: caches in sync, lost endpoints recovered, sweep on,
@@ -310,6 +331,18 @@ async fn become_ready(s: StartUp) {
     }
     // No pod may start before the policy table holds the compiled policy
     // (a restart adopts the table it finds and fixes what differs).
+    // Pods must get the MTU the pools' encapsulation leaves room for: wait
+    // for overlay's first pass (it publishes the overhead) and the dataplane
+    // pass that follows it.
+    s.health
+        .set_ready(false, "waiting for the overlay's first pass");
+    let mut overlay_status = s.overlay_status.clone();
+    let overhead = overlay_status
+        .wait_for(|st| st.passes > 0)
+        .await
+        .map(|st| st.overhead)
+        .unwrap_or(0);
+    let _ = s.dataplane.set_encap_overhead(overhead).await;
     s.health
         .set_ready(false, "programming policy from the synced caches");
     while let Err(e) = s.policy.start().await {

@@ -22,4 +22,6 @@ pub mod http;
 pub mod ipam_gc;
 pub mod logging;
 pub mod metrics;
+pub mod nat;
+pub mod overlay;
 pub mod routing;

@@ -16,7 +16,10 @@ pub mod cni;
 pub mod figure;
 pub mod ipam;
 pub mod iperf;
+pub mod nftmon;
+pub mod pod_throughput;
 pub mod policy;
+pub mod policy_latency;
 pub mod report;
 pub mod route_propagation;
 
@@ -52,8 +55,10 @@ pub fn registry() -> Vec<Benchmark> {
         cni::benchmark(),
         policy::programming(),
         policy::throughput(),
+        policy_latency::benchmark(),
         bgp_load::benchmark(),
         bgp_sessions::benchmark(),
         route_propagation::benchmark(),
+        pod_throughput::benchmark(),
     ]
 }

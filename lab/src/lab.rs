@@ -132,6 +132,17 @@ impl Lab {
         self.node(name).map(|n| self.dir.node_files(&n.name))
     }
 
+    /// Sets the default IPv4 pool's encapsulation and NAT outgoing.
+    pub fn configure_default_pool(
+        &self,
+        opts: crate::pool_options::PoolOptions,
+    ) -> Result<(), LabError> {
+        let kubeconfig = self.kubeconfig().ok_or_else(|| {
+            LabError::ApiServer("a bare lab has no API server and no pools".into())
+        })?;
+        crate::pool_options::configure_default_pool(&kubeconfig, opts)
+    }
+
     pub fn node_names(&self) -> Vec<String> {
         self.state
             .plan

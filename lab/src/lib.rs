@@ -15,6 +15,7 @@ mod lab;
 pub mod netns;
 pub mod nodes;
 pub mod pods;
+pub mod pool_options;
 pub mod probe;
 pub mod process;
 pub mod state;

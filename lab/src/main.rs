@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use margay_lab::pods::spec::{self, PodSpec, Protocol};
 use margay_lab::pods::{MatrixOptions, PodRecord, PodRuntime};
+use margay_lab::pool_options::{Encapsulation, PoolOptions};
 use margay_lab::state::DEFAULT_STATE_DIR;
 use margay_lab::{Lab, Status, Topology, UpOptions};
 
@@ -46,6 +47,13 @@ enum Command {
         /// --agent-arg=--log-level --agent-arg=debug.
         #[arg(long = "agent-arg", allow_hyphen_values = true)]
         agent_args: Vec<String>,
+        /// The default IPv4 pool's encapsulation between nodes.
+        #[arg(long, value_enum, default_value_t = Encapsulation::Never)]
+        encapsulation: Encapsulation,
+        /// Masquerade traffic from the default pool's pods to destinations
+        /// outside every pool.
+        #[arg(long)]
+        nat_outgoing: bool,
     },
     /// Remove every namespace, link and process of the lab (also after a crashed `up`).
     Down,
@@ -206,6 +214,8 @@ fn main() -> anyhow::Result<()> {
             no_agents,
             ipv6_pool,
             agent_args,
+            encapsulation,
+            nat_outgoing,
         } => {
             let opts = UpOptions {
                 nodes,
@@ -217,6 +227,13 @@ fn main() -> anyhow::Result<()> {
                 agent_args,
             };
             let lab = Lab::up(&opts)?;
+            let pool = PoolOptions {
+                encapsulation,
+                nat_outgoing,
+            };
+            if !bare && pool != PoolOptions::default() {
+                lab.configure_default_pool(pool)?;
+            }
             print_table(&lab.status());
         }
         Command::Down => {

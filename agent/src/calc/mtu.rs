@@ -1,7 +1,9 @@
 //! The MTU of pod interfaces. Configured, or the MTU of the host's uplink:
 //! the interface of the IPv4 (else IPv6) default route, or failing that the
-//! smallest MTU of the host's other links. Encapsulation overhead (VXLAN 50,
-//! IPIP 20) comes with overlay support.
+//! smallest MTU of the host's other links. When a pool in use encapsulates,
+//! a detected MTU leaves room for the largest overhead (VXLAN 50, VXLAN over
+//! IPv6 70, IPIP 20: see `overlay::encap`): a pod cannot know which path its
+//! packets take. A configured MTU is taken as it is (the operator's call).
 
 /// One host link as the MTU decision sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +16,22 @@ pub struct LinkInfo {
 /// Used when nothing can be learned from the host.
 pub const FALLBACK_MTU: u32 = 1500;
 
+/// Overlay devices: never the uplink (their MTU already has the overhead taken off).
+const TUNNEL_DEVICES: [&str; 3] = ["vxlan.margay", "vxlan-v6.margay", "tunl0"];
+
+/// Pod MTU with encapsulation `overhead` (0 when no pool encapsulates).
+pub fn pod_mtu_with_overhead(
+    configured: Option<u32>,
+    links: &[LinkInfo],
+    default_route_oifs: &[u32],
+    overhead: u32,
+) -> u32 {
+    match configured {
+        Some(m) => m,
+        None => pod_mtu(None, links, default_route_oifs).saturating_sub(overhead),
+    }
+}
+
 /// Pod MTU. `default_route_oifs`: output interfaces of default routes, IPv4 first.
 pub fn pod_mtu(configured: Option<u32>, links: &[LinkInfo], default_route_oifs: &[u32]) -> u32 {
     if let Some(m) = configured {
@@ -21,6 +39,7 @@ pub fn pod_mtu(configured: Option<u32>, links: &[LinkInfo], default_route_oifs: 
     }
     let candidate = |l: &&LinkInfo| {
         l.name != "lo"
+            && !TUNNEL_DEVICES.contains(&l.name.as_str())
             && !l
                 .name
                 .starts_with(margay_api::endpoint::HOST_INTERFACE_PREFIX)
@@ -66,5 +85,19 @@ mod tests {
             "pod interfaces do not count"
         );
         assert_eq!(pod_mtu(None, &[l(1, "lo", 65536)], &[]), FALLBACK_MTU);
+    }
+
+    #[test]
+    fn encapsulation_overhead_comes_off_a_detected_mtu_only() {
+        let links = [
+            l(2, "eth0", 1500),
+            l(5, "vxlan.margay", 1450),
+            l(6, "tunl0", 1480),
+        ];
+        assert_eq!(pod_mtu(None, &links, &[]), 1500, "tunnels are no uplink");
+        assert_eq!(pod_mtu_with_overhead(None, &links, &[2], 0), 1500);
+        assert_eq!(pod_mtu_with_overhead(None, &links, &[2], 50), 1450);
+        assert_eq!(pod_mtu_with_overhead(None, &links, &[2], 70), 1430);
+        assert_eq!(pod_mtu_with_overhead(Some(1400), &links, &[2], 50), 1400);
     }
 }

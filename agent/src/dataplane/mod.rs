@@ -93,6 +93,7 @@ enum Request {
     },
     EnableSweep(oneshot::Sender<ApplyReport>),
     Links(oneshot::Sender<Vec<String>>),
+    EncapOverhead(u32, oneshot::Sender<ApplyReport>),
 }
 
 /// Handle to the dataplane task.
@@ -118,6 +119,13 @@ impl DataplaneHandle {
     /// Allows sweeping our unwanted routes from now on, and runs a full pass.
     pub async fn enable_sweep(&self) -> ApplyReport {
         self.request(Request::EnableSweep).await
+    }
+
+    /// Sets the encapsulation overhead the pod MTU leaves room for (from
+    /// overlay) and runs a pass, so the MTU the next pod gets reflects it.
+    pub async fn set_encap_overhead(&self, overhead: u32) -> ApplyReport {
+        self.request(|reply| Request::EncapOverhead(overhead, reply))
+            .await
     }
 
     /// Names of the links in the dataplane's namespace; `None` if they could
@@ -177,6 +185,7 @@ pub fn spawn(
         programmed: BTreeMap::new(),
         configured: BTreeMap::new(),
         passes: 0,
+        encap_overhead: 0,
     };
     tokio::spawn(dp.run(rx, notifications));
     Ok(DataplaneHandle { tx, status })
@@ -196,6 +205,8 @@ struct Dataplane {
     /// recreated interface gets a new index and is configured again).
     configured: BTreeMap<String, u32>,
     passes: u64,
+    /// Bytes pods must leave for encapsulation (set by overlay).
+    encap_overhead: u32,
 }
 
 impl Dataplane {
@@ -287,6 +298,10 @@ impl Dataplane {
                 replies.push(reply);
             }
             Request::Links(reply) => link_replies.push(reply),
+            Request::EncapOverhead(o, reply) => {
+                self.encap_overhead = o;
+                replies.push(reply);
+            }
         }
     }
 
@@ -410,7 +425,7 @@ impl Dataplane {
         });
 
         let oifs = self.netlink.default_route_oifs().await?;
-        let mtu = mtu::pod_mtu(self.config.mtu, &links, &oifs);
+        let mtu = mtu::pod_mtu_with_overhead(self.config.mtu, &links, &oifs, self.encap_overhead);
         self.status.send_replace(DataplaneStatus {
             mtu,
             passes: self.passes + 1,

@@ -93,18 +93,33 @@ impl Datastore {
         }
     }
 
-    /// Returns once every cache has completed its first list.
+    /// Returns once every cache has completed its first list. Several tasks
+    /// may wait at once.
     pub async fn wait_synced(&self) {
-        // `wait_until_ready` only fails when the writer is dropped, i.e. the
-        // reflector task ended, which happens only when the agent shuts down.
-        let _ = futures::join!(
-            self.pods.wait_until_ready(),
-            self.nodes.wait_until_ready(),
-            self.namespaces.wait_until_ready(),
-            self.pools.wait_until_ready(),
-            self.ipam_configs.wait_until_ready(),
-            self.agent_configs.wait_until_ready(),
-        );
+        // kube's store readiness keeps a single waker (a futures oneshot
+        // underneath): of several tasks waiting at once only the last to poll
+        // is woken. Polling again every moment lets each waiter see the
+        // value once it is there.
+        loop {
+            // `wait_until_ready` only fails when the writer is dropped, i.e. the
+            // reflector task ended, which happens only when the agent shuts down.
+            let all = async {
+                let _ = futures::join!(
+                    self.pods.wait_until_ready(),
+                    self.nodes.wait_until_ready(),
+                    self.namespaces.wait_until_ready(),
+                    self.pools.wait_until_ready(),
+                    self.ipam_configs.wait_until_ready(),
+                    self.agent_configs.wait_until_ready(),
+                );
+            };
+            if tokio::time::timeout(std::time::Duration::from_millis(200), all)
+                .await
+                .is_ok()
+            {
+                return;
+            }
+        }
     }
 
     /// A receiver that changes whenever any cache does.
