@@ -8,6 +8,7 @@
 //! - [`sysctls`]: host-side sysctls each endpoint interface needs;
 //! - [`addressing`]: what to ask IPAM for, from pod/namespace annotations and pools;
 //! - [`mtu`]: the pod MTU from the host's links.
+//! - [`node_address`]: the addresses nodes publish to each other.
 //! - [`remote_routes`]: how routes to other nodes' pod blocks leave this node;
 //! - [`lease`]: leader election steps (who runs cluster-wide IPAM GC).
 //! - [`policy`]: policy inputs into the compiler, deltas batched per pass,
@@ -17,6 +18,7 @@ pub mod addressing;
 pub mod endpoints;
 pub mod lease;
 pub mod mtu;
+pub mod node_address;
 pub mod policy;
 pub mod remote_routes;
 pub mod routes;

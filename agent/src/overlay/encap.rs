@@ -7,7 +7,6 @@
 //! counts as another subnet, so it is never wrongly sent unencapsulated.
 
 use margay_api::{EncapMode, ResolvedPool};
-use std::net::IpAddr;
 
 /// How packets to a remote node's pods leave this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -37,35 +36,7 @@ impl Encap {
     }
 }
 
-/// A node's address with the prefix length of its interface, when known.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct NodeAddr {
-    pub addr: IpAddr,
-    /// `None`: learned without a prefix length (status InternalIP).
-    pub prefix: Option<u8>,
-}
-
-impl NodeAddr {
-    /// Parses `192.168.10.2/24` (with prefix) or a bare address (without).
-    pub fn parse(s: &str) -> Option<NodeAddr> {
-        let s = s.trim();
-        match s.split_once('/') {
-            Some((a, p)) => {
-                let addr: IpAddr = a.parse().ok()?;
-                let prefix: u8 = p.parse().ok()?;
-                let max = if addr.is_ipv4() { 32 } else { 128 };
-                (prefix <= max).then_some(NodeAddr {
-                    addr,
-                    prefix: Some(prefix),
-                })
-            }
-            None => Some(NodeAddr {
-                addr: s.parse().ok()?,
-                prefix: None,
-            }),
-        }
-    }
-}
+pub use crate::calc::node_address::NodeAddr;
 
 /// Whether two nodes share a subnet: same family, both prefix lengths known
 /// and equal, and the same network under it.

@@ -3,13 +3,13 @@
 //! status InternalIP without one) and its VXLAN tunnel endpoint.
 
 use super::encap::NodeAddr;
+use crate::calc::node_address::node_address;
 use k8s_openapi::api::core::v1::Node;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
-pub const ANNOTATION_IPV4_ADDRESS: &str = "margay.dev/ipv4Address";
-pub const ANNOTATION_IPV6_ADDRESS: &str = "margay.dev/ipv6Address";
+pub use crate::calc::node_address::{ANNOTATION_IPV4_ADDRESS, ANNOTATION_IPV6_ADDRESS};
 pub const ANNOTATION_VXLAN_MAC: &str = "margay.dev/vxlanTunnelMac";
 pub const ANNOTATION_VXLAN_ADDR: &str = "margay.dev/vxlanTunnelAddr";
 pub const ANNOTATION_VXLAN_MAC_V6: &str = "margay.dev/vxlanTunnelMacV6";
@@ -84,31 +84,9 @@ impl NodeInfo {
     pub fn from_node(node: &Node) -> NodeInfo {
         let name = node.metadata.name.clone().unwrap_or_default();
         let ann = node.metadata.annotations.clone().unwrap_or_default();
-        let internal: Vec<IpAddr> = node
-            .status
-            .as_ref()
-            .and_then(|s| s.addresses.as_ref())
-            .map(|a| {
-                a.iter()
-                    .filter(|a| a.type_ == "InternalIP")
-                    .filter_map(|a| a.address.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let addr = |key: &str, v4: bool| {
-            ann.get(key)
-                .and_then(|s| NodeAddr::parse(s))
-                .filter(|a| a.addr.is_ipv4() == v4)
-                .or_else(|| {
-                    internal
-                        .iter()
-                        .find(|ip| ip.is_ipv4() == v4)
-                        .map(|&addr| NodeAddr { addr, prefix: None })
-                })
-        };
         NodeInfo {
-            ipv4: addr(ANNOTATION_IPV4_ADDRESS, true),
-            ipv6: addr(ANNOTATION_IPV6_ADDRESS, false),
+            ipv4: node_address(node, true),
+            ipv6: node_address(node, false),
             vtep_v4: vtep(&ann, ANNOTATION_VXLAN_ADDR, ANNOTATION_VXLAN_MAC, true),
             vtep_v6: vtep(
                 &ann,

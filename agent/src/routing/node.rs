@@ -3,12 +3,14 @@
 //! the status InternalIPs), AS override, route-reflector cluster id, labels.
 //! Pure: the annotations are the contract between agents.
 
+use crate::calc::node_address::node_address;
 use k8s_openapi::api::core::v1::Node;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-pub const ANN_IPV4: &str = "margay.dev/ipv4Address";
-pub const ANN_IPV6: &str = "margay.dev/ipv6Address";
+pub use crate::calc::node_address::{
+    ANNOTATION_IPV4_ADDRESS as ANN_IPV4, ANNOTATION_IPV6_ADDRESS as ANN_IPV6,
+};
 pub const ANN_AS: &str = "margay.dev/asNumber";
 pub const ANN_RR_CLUSTER_ID: &str = "margay.dev/routeReflectorClusterID";
 pub const ANN_AGENT_VERSION: &str = "margay.dev/agent-version";
@@ -45,58 +47,23 @@ pub struct NodeInfo {
     pub rr_cluster_id: Option<Ipv4Addr>,
 }
 
-fn parse_with_len<A: std::str::FromStr>(s: &str) -> Option<IfAddr<A>> {
-    let s = s.trim();
-    match s.split_once('/') {
-        Some((a, l)) => Some(IfAddr {
-            addr: a.parse().ok()?,
-            prefix_len: Some(l.parse().ok()?),
-        }),
-        None => Some(IfAddr {
-            addr: s.parse().ok()?,
-            prefix_len: None,
-        }),
-    }
-}
-
 impl NodeInfo {
     pub fn from_node(node: &Node) -> NodeInfo {
         let ann = node.metadata.annotations.clone().unwrap_or_default();
-        let internal: Vec<IpAddr> = node
-            .status
-            .as_ref()
-            .and_then(|s| s.addresses.as_ref())
-            .map(|a| {
-                a.iter()
-                    .filter(|a| a.type_ == "InternalIP")
-                    .filter_map(|a| a.address.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let ipv4 = ann
-            .get(ANN_IPV4)
-            .and_then(|s| parse_with_len(s))
-            .or_else(|| {
-                internal.iter().find_map(|a| match a {
-                    IpAddr::V4(v4) => Some(IfAddr {
-                        addr: *v4,
-                        prefix_len: None,
-                    }),
-                    _ => None,
-                })
-            });
-        let ipv6 = ann
-            .get(ANN_IPV6)
-            .and_then(|s| parse_with_len(s))
-            .or_else(|| {
-                internal.iter().find_map(|a| match a {
-                    IpAddr::V6(v6) => Some(IfAddr {
-                        addr: *v6,
-                        prefix_len: None,
-                    }),
-                    _ => None,
-                })
-            });
+        let ipv4 = node_address(node, true).and_then(|a| match a.addr {
+            IpAddr::V4(addr) => Some(IfAddr {
+                addr,
+                prefix_len: a.prefix,
+            }),
+            IpAddr::V6(_) => None,
+        });
+        let ipv6 = node_address(node, false).and_then(|a| match a.addr {
+            IpAddr::V6(addr) => Some(IfAddr {
+                addr,
+                prefix_len: a.prefix,
+            }),
+            IpAddr::V4(_) => None,
+        });
         NodeInfo {
             name: node.metadata.name.clone().unwrap_or_default(),
             labels: node.metadata.labels.clone().unwrap_or_default(),

@@ -139,14 +139,7 @@ async fn register(
     let host = kernel.host_addresses().await.map_err(|e| e.to_string())?;
     let internal: Vec<IpAddr> = datastore
         .node(node)
-        .and_then(|n| n.status.clone())
-        .and_then(|st| st.addresses)
-        .map(|a| {
-            a.iter()
-                .filter(|a| a.type_ == "InternalIP")
-                .filter_map(|a| a.address.parse().ok())
-                .collect()
-        })
+        .map(|n| crate::calc::node_address::internal_ips(&n))
         .unwrap_or_default();
     let ipv4 = match s.node_ip {
         Some(ip) => Some(detect::explicit(ip, &host)),
