@@ -7,8 +7,7 @@
 //! explainer over an API snapshot).
 //!
 //! Placement is `MARGAY_POLICY_PLACEMENT` (`spread`, the default, or
-//! `same-node`). Until agents route pods between nodes (BGP), the lab adds
-//! /32 pod routes between node namespaces itself.
+//! `same-node`). Cross-node pairs go over the agents' BGP-learned routes.
 //!
 //! Needs the `margay-lab`, `margay-agent` and `margay-cni` binaries built.
 

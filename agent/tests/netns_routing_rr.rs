@@ -100,16 +100,18 @@ fn clients_learn_each_other_through_reflectors_and_survive_losing_one() {
     until("p1 -> p2", || pings(&p1, ip2));
     until("p2 -> p1", || pings(&p2, ip1));
     // The dedicated reflector knows the blocks but installs no pod routes.
-    let rib = node4
-        .run(
-            "curl",
-            &["-sf", "--max-time", "5", "http://127.0.0.1:9099/bgp/routes"],
-        )
-        .expect("routes");
-    assert!(
-        rib.contains(&block1.to_string()) && rib.contains(&block2.to_string()),
-        "{rib}"
-    );
+    // (Status is a snapshot refreshed every couple of seconds: poll.)
+    until("the reflector's RIB holds both blocks", || {
+        let rib = node4
+            .run(
+                "curl",
+                &["-sf", "--max-time", "5", "http://127.0.0.1:9099/bgp/routes"],
+            )
+            .map_err(|e| e.to_string())?;
+        (rib.contains(&block1.to_string()) && rib.contains(&block2.to_string()))
+            .then_some(())
+            .ok_or(rib)
+    });
     let held = routes88(&node4, false);
     assert!(
         !held.iter().any(|l| l.contains(&block1.to_string())),

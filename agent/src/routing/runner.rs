@@ -40,6 +40,8 @@ use tokio::task::JoinHandle;
 
 /// How often status is refreshed and the kernel re-read without a change.
 const TICK: Duration = Duration::from_secs(2);
+/// Least time between status refreshes prompted by route changes.
+const STATUS_MIN_INTERVAL: Duration = Duration::from_millis(500);
 /// How long a restarting speaker waits for its peers' End-of-RIB.
 const SELECTION_DEFERRAL: u16 = 60;
 
@@ -321,6 +323,7 @@ async fn run(inputs: RoutingInputs, caches: RoutingCaches, handle: RoutingHandle
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut config_warned = false;
+    let mut last_status = Instant::now();
     loop {
         st.reconcile(&datastore, &caches).await;
         let cfg_now = bgp_config(&caches);
@@ -339,6 +342,8 @@ async fn run(inputs: RoutingInputs, caches: RoutingCaches, handle: RoutingHandle
                     st.on_best(ev);
                     // Take whatever else is queued before touching the kernel.
                     drain(&mut best, &mut st);
+                    // Routes changed: status follows soon, at most twice a second.
+                    refresh_status = last_status.elapsed() > STATUS_MIN_INTERVAL;
                 }
                 None => {
                     tracing::error!("the BGP speaker stopped");
@@ -356,6 +361,7 @@ async fn run(inputs: RoutingInputs, caches: RoutingCaches, handle: RoutingHandle
         }
         if refresh_status {
             status.set(st.snapshot(asn).await);
+            last_status = Instant::now();
         }
     }
 }

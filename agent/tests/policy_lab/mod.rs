@@ -168,29 +168,29 @@ impl PolicyLab {
         me
     }
 
-    /// Pod routes between nodes where the lab has none (no BGP in it yet):
-    /// a /32 per remote pod via the node that holds it, inside the node
-    /// namespaces only.
+    /// Waits until every node routes every remote pod via the node that
+    /// holds it: the agents' BGP-learned block routes (protocol 88), so
+    /// cross-node pairs go through the real path.
     fn route_between_nodes(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         for node in self.lab.node_names() {
             let ns = self.lab.netns(&node).expect("node netns");
             for p in self.pods.values().filter(|p| p.node != node) {
                 let ip = p.primary_ip().expect("pod ip");
                 let via = self.lab.node(&p.node).expect("node").ipv4;
-                let route = ns
-                    .ip(&["-o", "route", "get", &ip.to_string()])
-                    .unwrap_or_default();
-                if route.contains(&format!("via {via} ")) {
-                    continue; // already routed (BGP)
+                loop {
+                    let routes = ns
+                        .ip(&["route", "show", "proto", "88", "match", &ip.to_string()])
+                        .unwrap_or_default();
+                    if routes.lines().any(|l| l.contains(&format!("via {via} "))) {
+                        break;
+                    }
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "{node} has no BGP route to {ip} via {via}: {routes:?}"
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(100));
                 }
-                ns.ip(&[
-                    "route",
-                    "replace",
-                    &format!("{ip}/32"),
-                    "via",
-                    &via.to_string(),
-                ])
-                .expect("pod route");
             }
         }
     }
