@@ -47,7 +47,7 @@ const NOT_IN_LAB: &[(&str, &str)] = &[
     ),
 ];
 
-/// How long the whole page may take (a 2-node lab, three pods).
+/// How long the whole page may take (a 3-node lab, three pods).
 const PAGE_TIMEOUT: Duration = Duration::from_secs(600);
 
 #[derive(Debug, PartialEq)]
