@@ -308,3 +308,172 @@ fn wrong_state_is_fixed_in_place_stale_peers_removed_and_other_vni_recreated() {
     assert!(removed);
     assert!(a.ip(&["link", "show", "vxlan.margay"]).is_err());
 }
+
+/// The IPv6 device over an IPv6 underlay, as the agent builds it from
+/// `VXLAN_V6`: `vxlan-v6.margay` with `local` = the IPv6 address, MTU
+/// underlay − 70, its VTEP as a /128, IPv6 neighbour entries and FDB
+/// entries towards the peer's IPv6 address; a ping6 between the pod blocks
+/// crosses it as UDP 4789 between the IPv6 node addresses; a second
+/// reconcile changes nothing; wrong state is repaired; removal.
+#[test]
+fn ipv6_device_peers_and_a_ping6_through_the_tunnel() {
+    use margay_agent::overlay::vxlan::VXLAN_V6;
+    let (a, b) = underlay();
+    for (n, addr) in [(&a, "fd00:9::1/64"), (&b, "fd00:9::2/64")] {
+        n.ip(&["-6", "addr", "add", addr, "dev", "eth0", "nodad"])
+            .expect("v6 addr");
+    }
+    let dev_a = VXLAN_V6.device("node-a", ip("fd00:9::1"), 1500, ip("fd00:244:0:1::"));
+    let dev_b = VXLAN_V6.device("node-b", ip("fd00:9::2"), 1500, ip("fd00:244:0:2::"));
+    let peer_of = |d: &VxlanDevice| Peer {
+        vtep: Vtep {
+            addr: d.addr,
+            mac: d.mac,
+        },
+        node: d.local,
+    };
+    let first = reconcile(&a, &dev_a, &[peer_of(&dev_b)]);
+    assert!(first.device > 0 && first.peers == 2, "{first:?}");
+    reconcile(&b, &dev_b, &[peer_of(&dev_a)]);
+
+    let details = a
+        .ip(&["-d", "-j", "link", "show", "vxlan-v6.margay"])
+        .expect("link");
+    let v: serde_json::Value = serde_json::from_str(&details).expect("json");
+    let data = &v[0]["linkinfo"]["info_data"];
+    assert_eq!(data["id"], 4096, "{details}");
+    assert_eq!(data["port"], 4789, "{details}");
+    assert_eq!(data["local6"], "fd00:9::1", "{details}");
+    assert_eq!(data["learning"], false, "{details}");
+    assert_eq!(v[0]["mtu"], 1430, "{details}");
+    assert_eq!(v[0]["address"], dev_a.mac.to_string());
+    assert_ne!(dev_a.mac, Mac::for_node("node-a", 4), "not the IPv4 MAC");
+    let addrs = a
+        .ip(&["-6", "addr", "show", "dev", "vxlan-v6.margay"])
+        .expect("addr");
+    let vtep_line = addrs
+        .lines()
+        .find(|l| l.contains("fd00:244:0:1::/128"))
+        .unwrap_or_else(|| panic!("no VTEP /128: {addrs}"));
+    assert!(
+        vtep_line.contains("nodad") && !vtep_line.contains("tentative"),
+        "no DAD on the VTEP: {addrs}"
+    );
+    let neigh = a
+        .ip(&["-6", "neigh", "show", "dev", "vxlan-v6.margay"])
+        .expect("neigh");
+    assert!(
+        neigh.contains(&format!("fd00:244:0:2:: lladdr {} PERMANENT", dev_b.mac)),
+        "{neigh}"
+    );
+    let fdb = a
+        .run("bridge", &["fdb", "show", "dev", "vxlan-v6.margay"])
+        .expect("fdb");
+    assert!(
+        fdb.contains(&format!("{} dst fd00:9::2 self permanent", dev_b.mac)),
+        "{fdb}"
+    );
+
+    // The other node's pod block through the tunnel, as routing installs it.
+    for (n, block, gw) in [
+        (&a, "fd00:244:0:2::/122", "fd00:244:0:2::"),
+        (&b, "fd00:244:0:1::/122", "fd00:244:0:1::"),
+    ] {
+        n.ip(&[
+            "-6",
+            "route",
+            "add",
+            block,
+            "via",
+            gw,
+            "dev",
+            "vxlan-v6.margay",
+            "onlink",
+            "mtu",
+            "1430",
+        ])
+        .expect("v6 route");
+    }
+    let before = tx_packets(&a, "vxlan-v6.margay");
+    let mut udp = b
+        .command("tcpdump")
+        .args([
+            "-i", "eth0", "-n", "-c", "1", "-l", "ip6", "and", "udp", "dst", "port", "4789",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tcpdump");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut pinged = false;
+    while Instant::now() < deadline {
+        pinged |= a
+            .run(
+                "ping",
+                &[
+                    "-6",
+                    "-c",
+                    "1",
+                    "-W",
+                    "1",
+                    "-I",
+                    "fd00:244:0:1::",
+                    "fd00:244:0:2::",
+                ],
+            )
+            .is_ok();
+        if pinged && udp.try_wait().expect("tcpdump wait").is_some() {
+            break;
+        }
+    }
+    let _ = udp.kill();
+    let out = udp.wait_with_output().expect("tcpdump output");
+    let seen = String::from_utf8_lossy(&out.stdout);
+    assert!(pinged, "no ping6 reply through the tunnel");
+    assert!(
+        seen.contains("fd00:9::1") && seen.contains("fd00:9::2.4789"),
+        "tcpdump saw: {seen}"
+    );
+    assert!(tx_packets(&a, "vxlan-v6.margay") > before);
+
+    // Adopting: a second reconcile (an agent restart) changes nothing.
+    let again = reconcile(&a, &dev_a, &[peer_of(&dev_b)]);
+    assert_eq!((again.device, again.peers), (0, 0), "{again:?}");
+    assert_eq!(again.index, first.index);
+
+    // Repair in place: MTU, state, a wrong neighbour entry.
+    a.ip(&["link", "set", "vxlan-v6.margay", "mtu", "1400", "down"])
+        .expect("break it");
+    a.ip(&[
+        "-6",
+        "neigh",
+        "replace",
+        "fd00:244:0:2::",
+        "lladdr",
+        "02:99:99:99:99:99",
+        "dev",
+        "vxlan-v6.margay",
+        "nud",
+        "permanent",
+    ])
+    .expect("wrong neigh");
+    let fixed = reconcile(&a, &dev_a, &[peer_of(&dev_b)]);
+    assert_eq!(fixed.index, first.index, "fixed in place, not recreated");
+    let link = a.ip(&["link", "show", "vxlan-v6.margay"]).expect("link");
+    assert!(link.contains("mtu 1430") && link.contains(",UP"), "{link}");
+    let neigh = a
+        .ip(&["-6", "neigh", "show", "dev", "vxlan-v6.margay"])
+        .expect("neigh");
+    assert!(
+        neigh.contains(&format!("lladdr {}", dev_b.mac)) && !neigh.contains("02:99:99"),
+        "{neigh}"
+    );
+
+    let name = a.name().to_string();
+    let removed = in_netns(&name, || async {
+        let nl = OverlayNetlink::connect().expect("netlink");
+        remove_vxlan(&nl, "vxlan-v6.margay").await.expect("remove")
+    });
+    assert!(removed);
+    assert!(a.ip(&["link", "show", "vxlan-v6.margay"]).is_err());
+}
