@@ -10,6 +10,11 @@
 //! - VXLAN Always: the same-subnet pair is encapsulated too.
 //! - NAT outgoing: a pod reaching a client outside every pool (behind the
 //!   router) is seen with its node's address; pod-to-pod keeps pod addresses.
+//! - VXLAN for an IPv6 pool (`l2`, `--ipv6-pool`, the IPv6 pool `Always`):
+//!   every node gets `vxlan-v6.margay` and publishes its IPv6 VTEP; IPv6
+//!   pod blocks are routed through it, IPv6 pods reach each other inside
+//!   UDP 4789 between the nodes' IPv6 addresses while IPv4 stays plain;
+//!   back to `Never`, the device and annotations go and routes are direct.
 //!
 //! Routes to other nodes' blocks come from the agents' BGP mesh through
 //! overlay's resolver; the test checks node1's against what the resolver
@@ -555,4 +560,228 @@ fn ipip_cross_subnet_device_and_address() {
             .expect("addr");
         assert!(on_dev.contains(&format!("{addr}/32")), "{on_dev}");
     }
+}
+
+fn wait_annotation(
+    rt: &tokio::runtime::Runtime,
+    c: &kube::Client,
+    node: &str,
+    key: &str,
+) -> String {
+    poll(&format!("{node}'s {key}"), Duration::from_secs(60), || {
+        nodes(rt, c).get(node)?.get(key).cloned()
+    })
+}
+
+#[test]
+fn vxlan_for_an_ipv6_pool() {
+    let dir = tempfile::tempdir().expect("tempdir").keep();
+    let mut opts = UpOptions::new(&dir);
+    opts.nodes = 3;
+    opts.topology = Topology::L2;
+    opts.ipv6_pool = true;
+    opts.agent_args = vec!["--dataplane-refresh-interval".into(), "2s".into()];
+    let lab = LabGuard::up(&opts).expect("lab up");
+    let tokio = rt();
+    let c = client(&tokio, &lab);
+    for n in &lab.plan().nodes {
+        let want = format!("{}/64", n.ipv6);
+        poll(
+            "the nodes' margay.dev/ipv6Address",
+            Duration::from_secs(60),
+            || {
+                (nodes(&tokio, &c)
+                    .get(&n.name)?
+                    .get("margay.dev/ipv6Address")?
+                    == &want)
+                    .then_some(())
+            },
+        );
+    }
+    lab.configure_default_v6_pool(PoolOptions {
+        encapsulation: Encapsulation::VxlanAlways,
+        nat_outgoing: false,
+    })
+    .expect("v6 pool");
+
+    // Every node: the IPv6 device with its VTEP from the IPv6 pool; no
+    // IPv4 device (the IPv4 pool stays Never).
+    let v6_pool: Cidr = "fd00:244::/48".parse().expect("cidr");
+    let mut vteps = BTreeMap::new();
+    for n in lab.node_names() {
+        let addr = wait_annotation(&tokio, &c, &n, "margay.dev/vxlanTunnelAddrV6");
+        let mac = wait_annotation(&tokio, &c, &n, "margay.dev/vxlanTunnelMacV6");
+        let vtep: std::net::IpAddr = addr.parse().expect("VTEP address");
+        assert!(v6_pool.contains(vtep), "{n}: VTEP {vtep} outside the pool");
+        let ns = lab.netns(&n).expect("netns");
+        let on_dev = poll(
+            "the VTEP on vxlan-v6.margay",
+            Duration::from_secs(30),
+            || {
+                let a = ns
+                    .ip(&["-6", "addr", "show", "dev", "vxlan-v6.margay"])
+                    .ok()?;
+                a.contains(&format!("{addr}/128")).then_some(a)
+            },
+        );
+        assert!(on_dev.contains("nodad"), "{on_dev}");
+        assert!(
+            ns.ip(&["link", "show", "vxlan.margay"]).is_err(),
+            "{n}: no IPv4 VXLAN pool, no IPv4 device"
+        );
+        let annotations = &nodes(&tokio, &c)[&n];
+        assert!(
+            !annotations.contains_key("margay.dev/vxlanTunnelAddr"),
+            "{annotations:?}"
+        );
+        vteps.insert(n, (addr, mac));
+    }
+    let node1 = lab.netns("node1").expect("netns");
+    let dev = node1
+        .ip(&["-d", "link", "show", "vxlan-v6.margay"])
+        .expect("link");
+    assert!(
+        dev.contains("mtu 1430")
+            && dev.contains("vxlan id 4096")
+            && dev.contains("local fd00:10::1")
+            && dev.contains("dstport 4789")
+            && dev.contains("nolearning")
+            && dev.contains(&format!("link/ether {}", vteps["node1"].1)),
+        "{dev}"
+    );
+    let fdb = poll("node1's IPv6 FDB entries", Duration::from_secs(30), || {
+        let f = node1
+            .run("bridge", &["fdb", "show", "dev", "vxlan-v6.margay"])
+            .ok()?;
+        (f.contains(&format!("{} dst fd00:10::2", vteps["node2"].1))
+            && f.contains(&format!("{} dst fd00:10::3", vteps["node3"].1)))
+        .then_some(f)
+    });
+    let neigh = node1
+        .ip(&[
+            "-6",
+            "neigh",
+            "show",
+            "dev",
+            "vxlan-v6.margay",
+            "nud",
+            "permanent",
+        ])
+        .expect("neigh");
+    for peer in ["node2", "node3"] {
+        let (addr, mac) = &vteps[peer];
+        assert!(
+            neigh.contains(&format!("{addr} lladdr {mac}")),
+            "{neigh}\n{fdb}"
+        );
+    }
+
+    let pods = PodRuntime::new(&lab).expect("pod runtime");
+    pods.create_namespace("ov", &BTreeMap::new())
+        .expect("namespace");
+    for (p, n) in [("p1", "node1"), ("p2", "node2"), ("p3", "node3")] {
+        pods.create_pod(&PodSpec::new("ov", p, n)).expect("pod");
+    }
+    let v6 = |name: &str| pods.pod("ov", name).expect("pod").ip(true).expect("IPv6");
+    let v4 = |name: &str| pods.pod("ov", name).expect("pod").ip(false).expect("IPv4");
+    let p1 = pods.pod("ov", "p1").expect("p1");
+    let mtu = Netns::open(&p1.netns)
+        .ip(&["link", "show", "eth0"])
+        .expect("eth0");
+    assert!(
+        mtu.contains("mtu 1430"),
+        "pods leave room for VXLAN over IPv6: {mtu}"
+    );
+
+    // node1's BGP-learned IPv6 routes to the other pods' blocks go through
+    // the IPv6 device to the owner's IPv6 VTEP, onlink, with the tunnel MTU.
+    for (pod, owner) in [("p2", "node2"), ("p3", "node3")] {
+        let block = Cidr::new_truncating(v6(pod), 122).expect("block");
+        let want = format!("{block} via {} dev vxlan-v6.margay", vteps[owner].0);
+        poll(&format!("node1: {want}"), Duration::from_secs(60), || {
+            let routes = node1
+                .ip(&["-6", "-o", "route", "show", "proto", "88"])
+                .ok()?;
+            routes
+                .lines()
+                .find(|l| l.starts_with(&want))
+                .filter(|l| l.contains("onlink") && l.contains("mtu 1430"))
+                .map(str::to_string)
+        });
+    }
+
+    // IPv6 pod traffic crosses the fabric inside UDP 4789 between the
+    // nodes' IPv6 addresses; every inner echo request is a VXLAN payload.
+    let fabric = lab.netns("fabric").expect("fabric");
+    let port = lab.node("node1").expect("node1").fabric_if.clone();
+    let cap = Capture::start(&fabric, &port, "udp port 4789 or icmp6 or icmp");
+    let ping6 = |from: &str, to: std::net::IpAddr| {
+        Netns::open(&pods.pod("ov", from).expect("pod").netns)
+            .run(
+                "ping",
+                &["-6", "-c", "2", "-i", "0.2", "-W", "2", &to.to_string()],
+            )
+            .is_ok()
+    };
+    assert!(ping6("p1", v6("p2")), "p1 -> p2 over IPv6");
+    let seen = cap.stop();
+    assert!(
+        seen.contains("fd00:10::1.") && seen.contains("fd00:10::2.4789"),
+        "VXLAN over IPv6 between node1 and node2: {seen}"
+    );
+    let lines: Vec<&str> = seen.lines().collect();
+    let inner = format!("{} > {}: ICMP6, echo request", v6("p1"), v6("p2"));
+    let requests: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].contains(&inner))
+        .collect();
+    assert!(!requests.is_empty(), "{seen}");
+    for i in requests {
+        assert!(
+            i > 0 && lines[i - 1].contains("4789: VXLAN"),
+            "not encapsulated: {seen}"
+        );
+    }
+    assert!(ping6("p3", v6("p1")), "p3 -> p1 over IPv6");
+    // IPv4 (pool Never) stays plain.
+    let cap = Capture::start(&fabric, &port, "udp port 4789 or icmp");
+    assert!(ping(&pods, "p1", v4("p2")), "p1 -> p2 over IPv4");
+    let seen = cap.stop();
+    assert!(!seen.contains(".4789"), "IPv4 is not encapsulated: {seen}");
+
+    // Back to Never: the device, the VTEP annotations go; routes are direct.
+    lab.configure_default_v6_pool(PoolOptions::default())
+        .expect("v6 pool");
+    for n in lab.node_names() {
+        let ns = lab.netns(&n).expect("netns");
+        poll(
+            &format!("{n}: vxlan-v6.margay removed"),
+            Duration::from_secs(30),
+            || {
+                ns.ip(&["link", "show", "vxlan-v6.margay"])
+                    .is_err()
+                    .then_some(())
+            },
+        );
+        poll(
+            &format!("{n}: V6 VTEP annotations removed"),
+            Duration::from_secs(30),
+            || {
+                let a = nodes(&tokio, &c).get(&n)?.clone();
+                (!a.contains_key("margay.dev/vxlanTunnelAddrV6")
+                    && !a.contains_key("margay.dev/vxlanTunnelMacV6"))
+                .then_some(())
+            },
+        );
+    }
+    let block = Cidr::new_truncating(v6("p2"), 122).expect("block");
+    let want = format!("{block} via fd00:10::2 dev eth0");
+    poll(&format!("node1: {want}"), Duration::from_secs(60), || {
+        node1
+            .ip(&["-6", "-o", "route", "show", "proto", "88"])
+            .ok()?
+            .lines()
+            .any(|l| l.starts_with(&want))
+            .then_some(())
+    });
+    assert!(ping6("p1", v6("p2")), "p1 -> p2 over IPv6, routed natively");
 }
