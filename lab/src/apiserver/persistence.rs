@@ -66,17 +66,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
     std::fs::rename(&tmp, path).map_err(err)
 }
 
-/// Serializes the store now (under its lock) and writes it. Saves are
-/// serialized, so an older snapshot never replaces a newer one.
+/// Snapshots the store now and writes it. Only the snapshot is taken under
+/// the store lock (shared references to the immutable stored objects, a
+/// pointer copy each); serializing a few megabytes of JSON and writing the
+/// file happen after the lock is released, so requests and watches are not
+/// held up by a save. Saves are serialized, so an older snapshot never
+/// replaces a newer one.
 pub fn save(shared: &Shared, path: &Path) -> Result<(), PersistError> {
     let _one_at_a_time = shared.save_lock.lock().unwrap_or_else(|e| e.into_inner());
-    let bytes = {
-        let s = shared.lock();
-        serde_json::to_vec(&s.to_state()).map_err(|e| PersistError::Write {
-            path: path.into(),
-            source: e.into(),
-        })?
-    };
+    let snapshot = shared.lock().state_snapshot();
+    let bytes = serde_json::to_vec(&snapshot).map_err(|e| PersistError::Write {
+        path: path.into(),
+        source: e.into(),
+    })?;
     write_atomic(path, &bytes)
 }
 
