@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use margay_policy::translate::PodSelection;
 use margay_policy::{Compiler, Delta, LocalEndpoint, NamedPort, Namespace, Pod, PodKey, PolicyRef};
 use proptest::prelude::*;
 
@@ -122,6 +123,40 @@ fn run(c: &mut Compiler, op: &Op) -> Delta {
     }
 }
 
+/// The policy an op changes, if it is a policy op.
+fn policy_of(op: &Op) -> Option<PolicyRef> {
+    match op {
+        Op::Np(i) | Op::RemoveNp(i) => {
+            let p = np(NPS[*i]);
+            Some(PolicyRef::Kubernetes {
+                namespace: p.metadata.namespace.unwrap_or_default(),
+                name: p.metadata.name.unwrap_or_default(),
+            })
+        }
+        Op::Gnp(i) | Op::RemoveGnp(i) => Some(PolicyRef::Global {
+            name: gnp(GNPS[*i]).metadata.name.unwrap_or_default(),
+        }),
+        _ => None,
+    }
+}
+
+/// The compiled endpoints whose pod one of `subjects` selects.
+fn endpoints_selected(c: &Compiler, subjects: &[PodSelection]) -> u64 {
+    c.ir()
+        .endpoints
+        .values()
+        .filter(|ep| {
+            let Some(pod) = c.pod(&ep.pod) else {
+                return false;
+            };
+            let ns_labels = c.namespace(&ep.pod.namespace).map(|n| &n.labels);
+            subjects
+                .iter()
+                .any(|s| s.matches(&ep.pod.namespace, ns_labels, &pod.labels))
+        })
+        .count() as u64
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
     #[test]
@@ -134,4 +169,83 @@ proptest! {
             prop_assert_eq!(&d, &Delta::between(&before, c.ir()), "delta after {:?}", op);
         }
     }
+
+    /// A policy change recomputes exactly the local endpoints its old or
+    /// new version selects, no other (and the IR still equals a full
+    /// compile, checked above for the same ops).
+    #[test]
+    fn policy_change_recomputes_only_the_endpoints_it_selects(
+        ops in proptest::collection::vec(op(), 1..40)
+    ) {
+        let mut c = Compiler::new();
+        for op in &ops {
+            let Some(policy) = policy_of(op) else {
+                run(&mut c, op);
+                continue;
+            };
+            let old = c.policy(&policy).cloned();
+            let mut subjects: Vec<PodSelection> =
+                old.iter().map(|t| t.subject.clone()).collect();
+            let work = c.endpoint_recomputes();
+            let before = c.ir().clone();
+            run(&mut c, op);
+            subjects.extend(c.policy(&policy).map(|t| t.subject.clone()));
+            // Policy changes never add or remove endpoints.
+            prop_assert_eq!(before.endpoints.keys().collect::<Vec<_>>(),
+                c.ir().endpoints.keys().collect::<Vec<_>>());
+            let recomputed = c.endpoint_recomputes() - work;
+            if old.as_ref() == c.policy(&policy) {
+                // The same policy applied again: nothing to do.
+                prop_assert_eq!(recomputed, 0, "after {:?}", op);
+            } else {
+                prop_assert_eq!(recomputed, endpoints_selected(&c, &subjects), "after {:?}", op);
+            }
+            prop_assert_eq!(c.ir(), &c.full_ir(), "after {:?}", op);
+        }
+    }
+}
+
+/// Many local endpoints, one policy selecting one of them: the change
+/// touches that endpoint alone, and lands where a full compile does.
+#[test]
+fn new_policy_leaves_unselected_endpoints_untouched() {
+    let mut c = Compiler::new();
+    c.upsert_namespace(Namespace::new("x", labels(&[])));
+    for i in 0..50 {
+        let name = format!("p{i}");
+        let mut p = Pod::new("x", &name);
+        p.labels = labels(&[("app", &format!("a{i}"))]);
+        p.ips = vec![format!("10.0.0.{}", i + 1).parse().expect("ip")];
+        c.upsert_pod(p);
+        c.upsert_local_endpoint(LocalEndpoint {
+            pod: PodKey::new("x", &name),
+            interface: iface("x", &name),
+        });
+    }
+    let before = c.ir().clone();
+    let work = c.endpoint_recomputes();
+    let d = c
+        .upsert_network_policy(&np(
+            "metadata: {name: only-a7, namespace: x}\nspec: {podSelector: {matchLabels: {app: a7}}, ingress: [{from: [{podSelector: {matchLabels: {app: a8}}}]}]}",
+        ))
+        .expect("valid");
+    assert_eq!(c.endpoint_recomputes() - work, 1);
+    let touched: Vec<&String> = d.endpoints_upserted.iter().collect();
+    assert_eq!(touched, vec![&iface("x", "p7")]);
+    assert!(d.endpoints_removed.is_empty());
+    for (i, ep) in &c.ir().endpoints {
+        if *i != iface("x", "p7") {
+            assert_eq!(Some(ep), before.endpoints.get(i), "{i} changed");
+        }
+    }
+    assert_eq!(c.ir(), &c.full_ir());
+    // Deleting it touches the same endpoint only, and restores the rest.
+    let work = c.endpoint_recomputes();
+    let d = c.remove_policy(&PolicyRef::Kubernetes {
+        namespace: "x".into(),
+        name: "only-a7".into(),
+    });
+    assert_eq!(c.endpoint_recomputes() - work, 1);
+    assert_eq!(d.endpoints_upserted.len(), 1);
+    assert_eq!(c.ir(), &before);
 }

@@ -21,7 +21,13 @@
 //! - After a pass changed anything, tracked flows of local endpoints that
 //!   the new policy would not allow as new connections are deleted
 //!   (`calc::policy::flows_to_delete`), so established connections stop
-//!   where a change denies them.
+//!   where a change denies them. The sweep follows the kernel commit (never
+//!   delays it) and runs at most every [`SWEEP_MIN_INTERVAL`]: listing
+//!   conntrack walks the kernel's whole hash table (shared by all network
+//!   namespaces), which `perf` showed as most of the agent's CPU when it
+//!   swept after every change of the `policy-latency` benchmark, and one
+//!   sweep after a burst of changes judges every flow against the latest IR
+//!   anyway.
 //! - Every [`COUNTER_INTERVAL`] the per-endpoint drop counters are read.
 
 pub mod metrics;
@@ -51,6 +57,10 @@ use metrics::{EndpointDirection, PathLabel, PolicyLabel, PolicyMetrics};
 pub const COUNTER_INTERVAL: Duration = Duration::from_secs(5);
 /// How soon a failed pass is retried.
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+/// The least time between two conntrack sweeps; changes within it share
+/// the next sweep (so a denied connection is cut at most this long after
+/// its change is enforced).
+pub const SWEEP_MIN_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Settings of the policy dataplane.
 #[derive(Clone)]
@@ -146,6 +156,8 @@ pub fn spawn(
         endpoints_dirty: None,
         last_stats: DataplaneStats::default(),
         conntrack: None,
+        sweep_pending: false,
+        last_sweep: None,
         reported_refused: BTreeMap::new(),
         drops_seen: BTreeMap::new(),
         next_refresh: None,
@@ -177,6 +189,9 @@ struct Worker {
     endpoints_dirty: Option<Instant>,
     last_stats: DataplaneStats,
     conntrack: Option<Conntrack>,
+    /// A change was committed that no sweep has judged flows against yet.
+    sweep_pending: bool,
+    last_sweep: Option<Instant>,
     reported_refused: BTreeMap<PolicyRef, String>,
     drops_seen: BTreeMap<EndpointDirection, (u64, u64)>,
     next_refresh: Option<Instant>,
@@ -199,6 +214,7 @@ impl Worker {
                 self.next_refresh,
                 self.started.then_some(self.next_counters),
                 self.retry_at,
+                self.sweep_at(),
             ]
             .into_iter()
             .flatten()
@@ -228,8 +244,11 @@ impl Worker {
                 let outcome = self.pass(refresh_due);
                 self.answer_programs(&outcome);
                 if outcome.changed {
-                    self.sweep_conntrack();
+                    self.sweep_pending = true;
                 }
+            }
+            if self.sweep_at().is_some_and(|t| t <= Instant::now()) {
+                self.sweep_conntrack();
             }
             if self.next_counters <= Instant::now() {
                 self.read_counters();
@@ -512,7 +531,20 @@ impl Worker {
     }
 
     /// Deletes tracked flows the current policy denies.
+    /// When the pending sweep may run (None: none pending).
+    fn sweep_at(&self) -> Option<Instant> {
+        if !self.sweep_pending {
+            return None;
+        }
+        Some(match self.last_sweep {
+            Some(t) => t + SWEEP_MIN_INTERVAL,
+            None => Instant::now(),
+        })
+    }
+
     fn sweep_conntrack(&mut self) {
+        self.sweep_pending = false;
+        self.last_sweep = Some(Instant::now());
         if self.calc.ir().endpoints.is_empty() {
             return;
         }

@@ -211,6 +211,43 @@ pub struct StoredObject {
     pub object: Value,
 }
 
+/// A store's objects at one resourceVersion, sharing them with the store
+/// ([`Store::state_snapshot`]); serializes exactly as [`State`].
+pub struct StateSnapshot {
+    resource_version: u64,
+    objects: Vec<(ResourceKey, Arc<Value>)>,
+}
+
+impl serde::Serialize for StateSnapshot {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Obj<'a> {
+            group: &'a str,
+            resource: &'a str,
+            object: &'a Value,
+        }
+        #[derive(serde::Serialize)]
+        struct St<'a> {
+            #[serde(rename = "resourceVersion")]
+            resource_version: u64,
+            objects: Vec<Obj<'a>>,
+        }
+        St {
+            resource_version: self.resource_version,
+            objects: self
+                .objects
+                .iter()
+                .map(|(k, o)| Obj {
+                    group: &k.group,
+                    resource: &k.resource,
+                    object: o,
+                })
+                .collect(),
+        }
+        .serialize(s)
+    }
+}
+
 impl Store {
     /// A fresh store holding the namespaces a new cluster has.
     pub fn new(history_cap: usize) -> Self {
@@ -259,6 +296,25 @@ impl Store {
         s.oldest_watchable = s.rv;
         s.rebuild_registry();
         s
+    }
+
+    /// The objects as shared references, in the state file's order: cheap
+    /// (pointer copies), so it can be taken under the store lock and
+    /// serialized after the lock is released. Objects are immutable once
+    /// stored (a change replaces the `Arc`), so the snapshot cannot change.
+    pub fn state_snapshot(&self) -> StateSnapshot {
+        let mut objects = Vec::new();
+        let mut keys: Vec<&ResourceKey> = self.objects.keys().collect();
+        keys.sort();
+        for key in keys {
+            for obj in self.objects[key].values() {
+                objects.push((key.clone(), obj.clone()));
+            }
+        }
+        StateSnapshot {
+            resource_version: self.rv,
+            objects,
+        }
     }
 
     pub fn to_state(&self) -> State {

@@ -410,3 +410,35 @@ fn watch_window_and_state_round_trip() {
         410
     );
 }
+
+/// The snapshot a save serializes (outside the store lock) is the state
+/// file's format exactly, and keeps the version it was taken at while the
+/// store moves on.
+#[test]
+fn state_snapshot_serializes_as_state_and_is_frozen() {
+    let mut s = Store::new(10);
+    let d = def(&s, "", "configmaps");
+    for i in 0..3 {
+        s.create(
+            &d,
+            Some("default"),
+            cm(&format!("s{i}")),
+            &WriteOptions::default(),
+        )
+        .unwrap();
+    }
+    let snap = s.state_snapshot();
+    let expected = serde_json::to_value(s.to_state()).unwrap();
+    assert_eq!(serde_json::to_value(&snap).unwrap(), expected);
+    // Later writes do not reach a snapshot already taken.
+    s.create(&d, Some("default"), cm("later"), &WriteOptions::default())
+        .unwrap();
+    s.delete(&d, Some("default"), "s0", &DeleteOptions::default())
+        .unwrap();
+    assert_eq!(serde_json::to_value(&snap).unwrap(), expected);
+    // And it restores as the state it was.
+    let restored: State = serde_json::from_value(expected).unwrap();
+    let restored = Store::from_state(restored, 10);
+    assert!(restored.get(&d, Some("default"), "s0").is_ok());
+    assert!(restored.get(&d, Some("default"), "later").is_err());
+}
