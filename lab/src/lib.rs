@@ -54,9 +54,6 @@ pub enum LabError {
     ApiServer(String),
     #[error("agent: {0}")]
     Agent(String),
-    /// An option that cannot apply (refused before anything is done).
-    #[error("{0}")]
-    InvalidOption(String),
 }
 
 impl LabError {

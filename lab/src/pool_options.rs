@@ -79,7 +79,7 @@ pub fn configure_default_v6_pool(kubeconfig: &Path, opts: PoolOptions) -> Result
 pub fn check_ipv6(opts: PoolOptions) -> Result<(), LabError> {
     match opts.encapsulation {
         Encapsulation::IpipAlways | Encapsulation::IpipCrossSubnet => {
-            Err(LabError::InvalidOption(format!(
+            Err(LabError::ApiServer(format!(
                 "IPPool {DEFAULT_V6_POOL_NAME}: ipipMode cannot be on for an IPv6 pool (IPIP carries IPv4 only); use vxlan-always or vxlan-cross-subnet"
             )))
         }

@@ -7,9 +7,8 @@
 //! - [`resolver`]: [`OverlayResolver`](resolver::OverlayResolver), the
 //!   [`RouteResolver`](crate::calc::remote_routes::RouteResolver) routing's
 //!   route programmer asks how to reach a remote block (pure);
-//! - [`vxlan`]: the VXLAN devices (`vxlan.margay` for IPv4 pools,
-//!   `vxlan-v6.margay` for IPv6 pools, one [`VxlanFamily`](vxlan::VxlanFamily)
-//!   each) and per-peer entries wanted, and the plan from the kernel's (pure);
+//! - [`vxlan`]: the VXLAN device and per-peer entries wanted, and the plan
+//!   from the kernel's (pure);
 //! - [`dataplane`]: applying those plans to the kernel (effects);
 //! - [`netlink`]: the devices, addresses, neighbour and FDB entries (effects);
 //! - [`service`]: the task tying them together, [`start`] and

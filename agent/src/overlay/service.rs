@@ -1,6 +1,5 @@
 //! The overlay task: from the datastore (nodes, pools) and the host's
-//! addresses to the VXLAN devices (one per address family, the same code:
-//! [`VxlanFamily`]), their peers, our Node's tunnel annotations,
+//! addresses to the VXLAN device, its peers, our Node's tunnel annotations,
 //! the resolver's inputs and the encapsulation overhead pods must leave room
 //! for. One pass at a time; a pass runs when the datastore changes and
 //! periodically (which repairs what someone changed by hand).
