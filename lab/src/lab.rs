@@ -143,18 +143,6 @@ impl Lab {
         crate::pool_options::configure_default_pool(&kubeconfig, opts)
     }
 
-    /// Sets the default IPv6 pool's encapsulation (VXLAN only: IPIP is
-    /// refused) and NAT outgoing; the lab must be up with `ipv6_pool`.
-    pub fn configure_default_v6_pool(
-        &self,
-        opts: crate::pool_options::PoolOptions,
-    ) -> Result<(), LabError> {
-        let kubeconfig = self.kubeconfig().ok_or_else(|| {
-            LabError::ApiServer("a bare lab has no API server and no pools".into())
-        })?;
-        crate::pool_options::configure_default_v6_pool(&kubeconfig, opts)
-    }
-
     pub fn node_names(&self) -> Vec<String> {
         self.state
             .plan

@@ -54,10 +54,6 @@ enum Command {
         /// outside every pool.
         #[arg(long)]
         nat_outgoing: bool,
-        /// The IPv6 pool's encapsulation between nodes (needs --ipv6-pool;
-        /// VXLAN over the nodes' IPv6 addresses, IPIP is refused).
-        #[arg(long, value_enum, default_value_t = Encapsulation::Never, requires = "ipv6_pool")]
-        ipv6_encapsulation: Encapsulation,
     },
     /// Remove every namespace, link and process of the lab (also after a crashed `up`).
     Down,
@@ -220,14 +216,7 @@ fn main() -> anyhow::Result<()> {
             agent_args,
             encapsulation,
             nat_outgoing,
-            ipv6_encapsulation,
         } => {
-            let pool_v6 = PoolOptions {
-                encapsulation: ipv6_encapsulation,
-                nat_outgoing: false,
-            };
-            // Refused before anything is built.
-            margay_lab::pool_options::check_ipv6(pool_v6)?;
             let opts = UpOptions {
                 nodes,
                 topology,
@@ -244,9 +233,6 @@ fn main() -> anyhow::Result<()> {
             };
             if !bare && pool != PoolOptions::default() {
                 lab.configure_default_pool(pool)?;
-            }
-            if !bare && ipv6_pool && pool_v6 != PoolOptions::default() {
-                lab.configure_default_v6_pool(pool_v6)?;
             }
             print_table(&lab.status());
         }
