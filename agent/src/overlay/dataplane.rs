@@ -41,7 +41,8 @@ pub async fn reconcile_vxlan(
     }
     if plan.create {
         tracing::info!(device = %want.name, local = %want.local, mtu = want.mtu, "creating the VXLAN device");
-        nl.create_link(vxlan_link_message(want), &want.name).await?;
+        nl.create_link(vxlan_link_message(want)?, &want.name)
+            .await?;
         changes.device += 1;
     } else if let Some(h) = &have
         && (plan.set_mtu.is_some() || plan.set_mac.is_some() || plan.set_up)

@@ -7,7 +7,7 @@ use super::nodes::Mac;
 use super::vxlan::{KernelVxlan, VxlanDevice};
 use futures::TryStreamExt;
 use netlink_packet_route::AddressFamily;
-use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
     InfoData, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
@@ -42,20 +42,21 @@ fn gone(e: &rtnetlink::Error) -> bool {
 }
 
 /// The `RTM_NEWLINK` message creating the VXLAN device.
-/// The underlay family follows `local` (`IFLA_VXLAN_LOCAL` or
-/// `IFLA_VXLAN_LOCAL6`); the kernel then wants FDB destinations of the same
-/// family.
-pub fn vxlan_link_message(d: &VxlanDevice) -> LinkMessage {
-    let b = LinkVxlan::new(&d.name, d.vni).port(d.port);
-    let b = match d.local {
-        IpAddr::V4(l) => b.local(l),
-        IpAddr::V6(l) => b.local6(l),
+pub fn vxlan_link_message(d: &VxlanDevice) -> Result<LinkMessage, OverlayNetlinkError> {
+    let IpAddr::V4(local) = d.local else {
+        return Err(OverlayNetlinkError::Invalid(format!(
+            "{}: an IPv6 underlay address ({}) needs the IPv6 device",
+            d.name, d.local
+        )));
     };
-    b.learning(false)
+    Ok(LinkVxlan::new(&d.name, d.vni)
+        .port(d.port)
+        .local(local)
+        .learning(false)
         .mtu(d.mtu)
         .address(d.mac.0.to_vec())
         .up()
-        .build()
+        .build())
 }
 
 /// The `RTM_NEWLINK` message creating an IPIP device: `tunl0` is the
@@ -306,16 +307,11 @@ impl OverlayNetlink {
         ip: IpAddr,
         prefix: u8,
     ) -> Result<(), OverlayNetlinkError> {
-        let mut r = self.handle.address().add(index, ip, prefix).replace();
-        if ip.is_ipv6() {
-            // No duplicate address detection: the address is IPAM's (unique
-            // by construction) and a tentative address could not be used
-            // as a source for the second or so DAD takes.
-            r.message_mut()
-                .attributes
-                .push(AddressAttribute::Flags(AddressFlags::Nodad));
-        }
-        r.execute()
+        self.handle
+            .address()
+            .add(index, ip, prefix)
+            .replace()
+            .execute()
             .await
             .map_err(req(format!("adding {ip}/{prefix} to link {index}")))
     }
@@ -537,7 +533,7 @@ mod tests {
             mac: Mac([2, 1, 2, 3, 4, 5]),
             addr: "10.244.0.0".parse().expect("ip"),
         };
-        let (bytes, parsed) = round_trip(&vxlan_link_message(&d));
+        let (bytes, parsed) = round_trip(&vxlan_link_message(&d).expect("message"));
         assert!(
             parsed
                 .attributes
@@ -561,51 +557,9 @@ mod tests {
         }
         // The port goes big-endian on the wire (IFLA_VXLAN_PORT = 15).
         assert!(contains(&bytes, &[6, 0, 15, 0, 0x12, 0xb5]));
-    }
-
-    #[test]
-    fn ipv6_vxlan_device_message_carries_local6() {
-        let d = crate::overlay::vxlan::VXLAN_V6.device(
-            "n1",
-            "fd00:10::1".parse().expect("ip"),
-            1500,
-            "fd00:244::".parse().expect("ip"),
-        );
-        let (bytes, parsed) = round_trip(&vxlan_link_message(&d));
-        assert!(
-            parsed
-                .attributes
-                .contains(&LinkAttribute::IfName("vxlan-v6.margay".into()))
-        );
-        assert!(parsed.attributes.contains(&LinkAttribute::Mtu(1430)));
-        let data = infos(&parsed)
-            .into_iter()
-            .find_map(|i| match i {
-                LinkInfo::Data(InfoData::Vxlan(v)) => Some(v),
-                _ => None,
-            })
-            .expect("vxlan data");
-        for want in [
-            InfoVxlan::Id(4096),
-            InfoVxlan::Port(4789),
-            InfoVxlan::Local6("fd00:10::1".parse().expect("ip")),
-            InfoVxlan::Learning(false),
-        ] {
-            assert!(data.contains(&want), "{want:?} in {data:?}");
-        }
-        assert!(
-            !data.iter().any(|x| matches!(x, InfoVxlan::Local(_))),
-            "{data:?}"
-        );
-        // IFLA_VXLAN_LOCAL6 (17): 4 + 16 bytes.
-        let mut local6 = vec![20u8, 0, 17, 0];
-        local6.extend_from_slice(
-            &"fd00:10::1"
-                .parse::<std::net::Ipv6Addr>()
-                .expect("ip")
-                .octets(),
-        );
-        assert!(contains(&bytes, &local6));
+        let mut v6 = d.clone();
+        v6.local = "fd00::1".parse().expect("ip");
+        assert!(vxlan_link_message(&v6).is_err());
     }
 
     #[test]

@@ -113,14 +113,6 @@ impl NodeInfo {
             self.vtep_v6.as_ref()
         }
     }
-
-    pub fn vtep_mut(&mut self, v4: bool) -> &mut Option<Vtep> {
-        if v4 {
-            &mut self.vtep_v4
-        } else {
-            &mut self.vtep_v6
-        }
-    }
 }
 
 fn vtep(ann: &BTreeMap<String, String>, addr_key: &str, mac_key: &str, v4: bool) -> Option<Vtep> {

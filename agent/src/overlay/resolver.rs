@@ -270,57 +270,6 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_pools_tunnel_through_the_ipv6_device_to_the_ipv6_vtep() {
-        let v6node = |name: &str, v6: &str, vtep: Option<(&str, u8)>| NodeInfo {
-            ipv6: NodeAddr::parse(v6),
-            vtep_v6: vtep.map(|(a, m)| Vtep {
-                addr: a.parse().expect("ip"),
-                mac: Mac([2, 0, 0, 0, 6, m]),
-            }),
-            ..node(name, "10.0.1.9/24", None)
-        };
-        let i = OverlayInputs {
-            local: v6node("n1", "fd00:11::1/64", Some(("fd00:244::", 1))),
-            nodes: NodeDirectory::new([
-                v6node("n2", "fd00:11::2/64", Some(("fd00:244:0:1::", 2))),
-                v6node("n3", "fd00:12::3/64", Some(("fd00:244:0:2::", 3))),
-                v6node("n4", "fd00:12::4/64", None),
-            ]),
-            pools: vec![pool("fd00:244::/48", CrossSubnet, Never, false)],
-            underlay_mtu_v4: 1500,
-            underlay_mtu_v6: 9000,
-        };
-        let same = i
-            .resolve(cidr("fd00:244:0:1::/122"), &[ip("fd00:11::2")])
-            .expect("route");
-        assert_eq!(
-            (same.paths, same.mtu),
-            (
-                vec![RemotePath::Direct {
-                    gateway: ip("fd00:11::2")
-                }],
-                None
-            )
-        );
-        let other = i
-            .resolve(cidr("fd00:244:0:2::/122"), &[ip("fd00:12::3")])
-            .expect("route");
-        assert_eq!(
-            other.paths,
-            vec![RemotePath::Tunnel {
-                ifname: VXLAN_V6_IFNAME.into(),
-                gateway: ip("fd00:244:0:2::")
-            }]
-        );
-        assert_eq!(other.mtu, Some(9000 - 70));
-        // No IPv6 VTEP published yet: left out until there is one.
-        assert_eq!(
-            i.resolve(cidr("fd00:244:0:3::/122"), &[ip("fd00:12::4")]),
-            None
-        );
-    }
-
-    #[test]
     fn resolver_reports_whether_its_inputs_changed() {
         let r = OverlayResolver::new(inputs(Never, Never));
         assert!(!r.set(inputs(Never, Never)));

@@ -12,9 +12,9 @@ use super::dataplane::{reconcile_vxlan, remove_vxlan};
 use super::encap::{Encap, max_overhead};
 use super::host::{fill_prefixes, underlay_mtu};
 use super::netlink::{OverlayNetlink, OverlayNetlinkError, ipip_link_message};
-use super::nodes::{self, NodeDirectory, NodeInfo, Vtep};
-use super::resolver::{IPIP_IFNAME, OverlayInputs, OverlayResolver, VXLAN_IFNAME, VXLAN_V6_IFNAME};
-use super::vxlan::{self, VXLAN_V4, VXLAN_V6, VxlanFamily};
+use super::nodes::{self, Mac, NodeDirectory, NodeInfo, Vtep};
+use super::resolver::{IPIP_IFNAME, OverlayInputs, OverlayResolver, VXLAN_IFNAME};
+use super::vxlan::{self, VXLAN_PORT, VXLAN_VNI, VxlanDevice};
 use crate::calc::remote_routes::RouteResolver;
 use crate::datastore::Datastore;
 use k8s_openapi::api::core::v1::Node;
@@ -30,17 +30,18 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// The IPAM handle of a node's IPv4 VXLAN tunnel address (Calico's
-/// naming; the IPv6 one is `vxlan-v6-tunnel-addr-<node>`, see
-/// [`VxlanFamily::handle`]).
+/// The IPAM handle of a node's VXLAN tunnel address (Calico's naming).
 pub fn vxlan_handle(node: &str) -> String {
-    VXLAN_V4.handle(node)
+    format!("vxlan-tunnel-addr-{node}")
 }
 
 /// The IPAM handle of a node's IPIP tunnel address.
 pub fn ipip_handle(node: &str) -> String {
     format!("ipip-tunnel-addr-{node}")
 }
+
+/// Salt for the VTEP MAC of the IPv4 device (the IPv6 device would use 6).
+const MAC_SALT_V4: u8 = 4;
 
 /// Settings of the overlay task.
 #[derive(Debug, Clone)]
@@ -55,7 +56,6 @@ pub struct OverlayConfig {
 pub struct OverlayStatus {
     pub passes: u64,
     pub vxlan_device: bool,
-    pub vxlan_v6_device: bool,
     pub ipip_device: bool,
     /// Encapsulation overhead pods leave room for (as on `overhead`).
     pub overhead: u32,
@@ -96,7 +96,6 @@ pub fn start(
         netlink,
         resolver: resolver.clone(),
         vtep_v4: None,
-        vtep_v6: None,
         ipip_addr: None,
         passes: 0,
     };
@@ -117,15 +116,19 @@ pub fn start(
                 changed_tx.send_modify(|g| *g += 1);
             }
             worker.passes += 1;
-            let (vx, vx6, ipip) = (
-                worker.link_exists(VXLAN_IFNAME).await,
-                worker.link_exists(VXLAN_V6_IFNAME).await,
+            let (vx, ipip) = (
+                worker
+                    .netlink
+                    .vxlan(VXLAN_IFNAME)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some(),
                 worker.link_exists(IPIP_IFNAME).await,
             );
             status_tx.send_replace(OverlayStatus {
                 passes: worker.passes,
                 vxlan_device: vx,
-                vxlan_v6_device: vx6,
                 ipip_device: ipip,
                 overhead: overhead_now,
                 error: outcome.err().map(|e| e.to_string()),
@@ -188,7 +191,6 @@ struct Worker {
     netlink: OverlayNetlink,
     resolver: OverlayResolver,
     vtep_v4: Option<IpAddr>,
-    vtep_v6: Option<IpAddr>,
     ipip_addr: Option<IpAddr>,
     passes: u64,
 }
@@ -243,12 +245,9 @@ impl Worker {
         };
 
         let mut first_error = None;
-        for (fam, underlay) in [(VXLAN_V4, underlay_v4), (VXLAN_V6, underlay_v6)] {
-            // One family's trouble (say, no IPv6 address) leaves the other working.
-            if let Err(e) = self.vxlan(&fam, &mut inputs, &pools, underlay).await {
-                tracing::warn!(error = %e, device = fam.ifname, "VXLAN device");
-                first_error.get_or_insert(e);
-            }
+        match self.vxlan_v4(&mut inputs, &pools, underlay_v4).await {
+            Ok(()) => {}
+            Err(e) => first_error = Some(e),
         }
         if let Err(e) = self.ipip(&pools, underlay_v4).await {
             tracing::warn!(error = %e, "IPIP device");
@@ -258,115 +257,94 @@ impl Worker {
         Ok((changed, first_error))
     }
 
-    /// The VXLAN device of one family, our VTEP and its annotations, and
-    /// the peers. The same code for `vxlan.margay` and `vxlan-v6.margay`.
-    async fn vxlan(
+    /// The IPv4 VXLAN device, our VTEP and annotations, and the peers.
+    async fn vxlan_v4(
         &mut self,
-        fam: &VxlanFamily,
         inputs: &mut OverlayInputs,
         pools: &[ResolvedPool],
         underlay: u32,
     ) -> Result<(), OverlayError> {
-        let vx_pools = fam.pools(pools);
-        if vx_pools.is_empty() {
-            remove_vxlan(&self.netlink, fam.ifname).await?;
-            let cached = self.vtep_slot(fam.v4).take();
-            if cached.is_some() || inputs.local.vtep(fam.v4).is_some() {
-                self.annotate(&[(fam.addr_annotation, None), (fam.mac_annotation, None)])
-                    .await?;
+        let vx_pools: Vec<String> = pools
+            .iter()
+            .filter(|p| p.cidr.addr().is_ipv4() && p.vxlan_mode.is_on() && !p.disabled)
+            .map(|p| p.name.clone())
+            .collect();
+        let wanted = !vx_pools.is_empty();
+        if !wanted {
+            remove_vxlan(&self.netlink, VXLAN_IFNAME).await?;
+            if self.vtep_v4.take().is_some() || inputs.local.vtep_v4.is_some() {
+                self.annotate(&[
+                    (nodes::ANNOTATION_VXLAN_ADDR, None),
+                    (nodes::ANNOTATION_VXLAN_MAC, None),
+                ])
+                .await?;
                 if let Err(e) = self
                     .allocator
-                    .release_handle(&fam.handle(&self.cfg.node), Some(&self.cfg.node))
+                    .release_handle(&vxlan_handle(&self.cfg.node), Some(&self.cfg.node))
                     .await
                 {
-                    tracing::warn!(error = %e, family = fam.label(), "could not release the VXLAN tunnel address");
+                    tracing::warn!(error = %e, "could not release the VXLAN tunnel address");
                 }
             }
-            *inputs.local.vtep_mut(fam.v4) = None;
+            inputs.local.vtep_v4 = None;
             return Ok(());
         }
-        let Some(local) = inputs.local.addr(fam.v4).copied() else {
-            let key = if fam.v4 {
-                nodes::ANNOTATION_IPV4_ADDRESS
-            } else {
-                nodes::ANNOTATION_IPV6_ADDRESS
-            };
+        let Some(local) = inputs.local.ipv4 else {
             return Err(OverlayError::NoAddress(format!(
-                "Node {}: no {} address known (annotation {key} or status InternalIP): cannot run VXLAN for pools {}",
+                "Node {}: no IPv4 address known (annotation {} or status InternalIP): cannot run VXLAN",
                 self.cfg.node,
-                fam.label(),
-                vx_pools.join(", ")
+                nodes::ANNOTATION_IPV4_ADDRESS
             )));
         };
-        let addr = match *self.vtep_slot(fam.v4) {
-            Some(a) => a,
-            None => {
-                let ip = self.allocate_vtep(fam, vx_pools).await?;
-                tracing::info!(%ip, family = fam.label(), "VXLAN tunnel address");
-                *self.vtep_slot(fam.v4) = Some(ip);
-                ip
-            }
-        };
-        let want = fam.device(&self.cfg.node, local.addr, underlay, addr);
-        let vtep = Vtep {
+        let addr =
+            match self.vtep_v4 {
+                Some(a) => a,
+                None => {
+                    let req = AllocateRequest {
+                        handle: vxlan_handle(&self.cfg.node),
+                        node: self.cfg.node.clone(),
+                        namespace: None,
+                        pod: None,
+                        ipv4: Some(AddressRequest::Auto { pools: vx_pools }),
+                        ipv6: None,
+                    };
+                    let a = self.allocator.allocate(&req).await.map_err(|source| {
+                        OverlayError::Ipam {
+                            what: "VXLAN",
+                            source,
+                        }
+                    })?;
+                    let ip = a.ipv4.map(|a| a.ip).ok_or_else(|| {
+                        OverlayError::NoAddress("IPAM returned no IPv4 VXLAN tunnel address".into())
+                    })?;
+                    tracing::info!(%ip, "VXLAN tunnel address");
+                    self.vtep_v4 = Some(ip);
+                    ip
+                }
+            };
+        let mac = Mac::for_node(&self.cfg.node, MAC_SALT_V4);
+        let want = VxlanDevice {
+            name: VXLAN_IFNAME.into(),
+            vni: VXLAN_VNI,
+            port: VXLAN_PORT,
+            local: local.addr,
+            mtu: underlay.saturating_sub(Encap::Vxlan.overhead(false)),
+            mac,
             addr,
-            mac: want.mac,
         };
-        if inputs.local.vtep(fam.v4) != Some(&vtep) {
-            let (a, m) = (addr.to_string(), want.mac.to_string());
+        let vtep = Vtep { addr, mac };
+        if inputs.local.vtep_v4 != Some(vtep) {
+            let (a, m) = (addr.to_string(), mac.to_string());
             self.annotate(&[
-                (fam.addr_annotation, Some(a.as_str())),
-                (fam.mac_annotation, Some(m.as_str())),
+                (nodes::ANNOTATION_VXLAN_ADDR, Some(a.as_str())),
+                (nodes::ANNOTATION_VXLAN_MAC, Some(m.as_str())),
             ])
             .await?;
-            *inputs.local.vtep_mut(fam.v4) = Some(vtep);
+            inputs.local.vtep_v4 = Some(vtep);
         }
-        let peers = vxlan::wanted_peers(inputs, fam.v4);
+        let peers = vxlan::wanted_peers(inputs, true);
         reconcile_vxlan(&self.netlink, &want, &peers).await?;
         Ok(())
-    }
-
-    fn vtep_slot(&mut self, v4: bool) -> &mut Option<IpAddr> {
-        if v4 {
-            &mut self.vtep_v4
-        } else {
-            &mut self.vtep_v6
-        }
-    }
-
-    /// Our VTEP address of `fam` from IPAM (idempotent per handle: a
-    /// restarted agent gets the address it had).
-    async fn allocate_vtep(
-        &self,
-        fam: &VxlanFamily,
-        pools: Vec<String>,
-    ) -> Result<IpAddr, OverlayError> {
-        let auto = Some(AddressRequest::Auto { pools });
-        let (ipv4, ipv6) = if fam.v4 { (auto, None) } else { (None, auto) };
-        let req = AllocateRequest {
-            handle: fam.handle(&self.cfg.node),
-            node: self.cfg.node.clone(),
-            namespace: None,
-            pod: None,
-            ipv4,
-            ipv6,
-        };
-        let a = self
-            .allocator
-            .allocate(&req)
-            .await
-            .map_err(|source| OverlayError::Ipam {
-                what: if fam.v4 { "IPv4 VXLAN" } else { "IPv6 VXLAN" },
-                source,
-            })?;
-        if fam.v4 { a.ipv4 } else { a.ipv6 }
-            .map(|a| a.ip)
-            .ok_or_else(|| {
-                OverlayError::NoAddress(format!(
-                    "IPAM returned no {} VXLAN tunnel address",
-                    fam.label()
-                ))
-            })
     }
 
     /// `tunl0` when some IPv4 pool uses IPIP: created (if the kernel can),

@@ -7,86 +7,14 @@
 //! (VTEP MAC → node address, where the UDP packet goes).
 
 use super::encap::{Encap, decide};
-use super::nodes::{self, Mac, Vtep};
-use super::resolver::{OverlayInputs, VXLAN_IFNAME, VXLAN_V6_IFNAME};
-use margay_api::ResolvedPool;
+use super::nodes::{Mac, Vtep};
+use super::resolver::OverlayInputs;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 /// Calico's VNI and the IANA port.
 pub const VXLAN_VNI: u32 = 4096;
 pub const VXLAN_PORT: u16 = 4789;
-
-/// What differs between the IPv4 device (IPv4 pools over the IPv4
-/// underlay) and the IPv6 one (IPv6 pools over the IPv6 underlay). All
-/// the rest — plans, adoption, repair, removal, peers — is one code path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct VxlanFamily {
-    pub v4: bool,
-    pub ifname: &'static str,
-    /// Salt of [`Mac::for_node`]: a node's two devices get different MACs.
-    pub mac_salt: u8,
-    pub addr_annotation: &'static str,
-    pub mac_annotation: &'static str,
-    /// The IPAM handle is this followed by the node name (Calico's naming).
-    pub handle_prefix: &'static str,
-}
-
-/// `vxlan.margay`: IPv4 pools.
-pub const VXLAN_V4: VxlanFamily = VxlanFamily {
-    v4: true,
-    ifname: VXLAN_IFNAME,
-    mac_salt: 4,
-    addr_annotation: nodes::ANNOTATION_VXLAN_ADDR,
-    mac_annotation: nodes::ANNOTATION_VXLAN_MAC,
-    handle_prefix: "vxlan-tunnel-addr-",
-};
-
-/// `vxlan-v6.margay`: IPv6 pools.
-pub const VXLAN_V6: VxlanFamily = VxlanFamily {
-    v4: false,
-    ifname: VXLAN_V6_IFNAME,
-    mac_salt: 6,
-    addr_annotation: nodes::ANNOTATION_VXLAN_ADDR_V6,
-    mac_annotation: nodes::ANNOTATION_VXLAN_MAC_V6,
-    handle_prefix: "vxlan-v6-tunnel-addr-",
-};
-
-impl VxlanFamily {
-    pub fn label(&self) -> &'static str {
-        if self.v4 { "IPv4" } else { "IPv6" }
-    }
-
-    /// The IPAM handle of `node`'s tunnel address of this family.
-    pub fn handle(&self, node: &str) -> String {
-        format!("{}{node}", self.handle_prefix)
-    }
-
-    /// The enabled pools of this family with VXLAN on: the device exists
-    /// while there is one, and the VTEP address comes from them.
-    /// (Disabled pools cannot hand out the address.)
-    pub fn pools(&self, pools: &[ResolvedPool]) -> Vec<String> {
-        pools
-            .iter()
-            .filter(|p| p.cidr.addr().is_ipv4() == self.v4 && p.vxlan_mode.is_on() && !p.disabled)
-            .map(|p| p.name.clone())
-            .collect()
-    }
-
-    /// The device as it should be on `node`, whose underlay address of
-    /// this family is `local` on a link of MTU `underlay`.
-    pub fn device(&self, node: &str, local: IpAddr, underlay: u32, vtep: IpAddr) -> VxlanDevice {
-        VxlanDevice {
-            name: self.ifname.into(),
-            vni: VXLAN_VNI,
-            port: VXLAN_PORT,
-            local,
-            mtu: underlay.saturating_sub(Encap::Vxlan.overhead(!self.v4)),
-            mac: Mac::for_node(node, self.mac_salt),
-            addr: vtep,
-        }
-    }
-}
 
 /// The device as it should be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -338,29 +266,6 @@ mod tests {
     }
 
     #[test]
-    fn an_ipv6_device_gets_its_vtep_as_a_128_and_keeps_its_link_local() {
-        let want = VXLAN_V6.device("n1", ip("fd00:10::1"), 1500, ip("fd00:244::"));
-        let have = KernelVxlan {
-            index: 8,
-            vni: Some(VXLAN_VNI),
-            port: Some(VXLAN_PORT),
-            local: Some(ip("fd00:10::1")),
-            learning: Some(false),
-            mtu: 1430,
-            mac: Some(want.mac),
-            up: true,
-            addrs: [(ip("fe80::1"), 64), (ip("fd00:244::40"), 128)].into(),
-        };
-        let p = plan_device(Some(&want), Some(&have));
-        assert_eq!(p.delete, None);
-        assert_eq!(p.add_addr, Some((ip("fd00:244::"), 128)));
-        assert_eq!(p.del_addrs, vec![(ip("fd00:244::40"), 128)]);
-        let mut v4_local = have.clone();
-        v4_local.local = Some(ip("10.0.1.1"));
-        assert_eq!(plan_device(Some(&want), Some(&v4_local)).delete, Some(8));
-    }
-
-    #[test]
     fn peers_are_the_nodes_a_vxlan_pool_tunnels_to() {
         let node = |name: &str, addr: &str, vtep: Option<u8>| NodeInfo {
             name: name.into(),
@@ -396,89 +301,6 @@ mod tests {
         assert_eq!(wanted_peers(&inputs, true).len(), 2);
         inputs.pools[0].vxlan_mode = EncapMode::Never;
         assert!(wanted_peers(&inputs, true).is_empty());
-    }
-
-    #[test]
-    fn the_two_families_differ_in_name_mac_mtu_handle_and_pools() {
-        let v4 = VXLAN_V4.device("n1", ip("10.0.1.1"), 1500, ip("10.244.0.0"));
-        let v6 = VXLAN_V6.device("n1", ip("fd00:10::1"), 1500, ip("fd00:244::"));
-        assert_eq!((v4.name.as_str(), v4.mtu), ("vxlan.margay", 1450));
-        assert_eq!((v6.name.as_str(), v6.mtu), ("vxlan-v6.margay", 1430));
-        assert_eq!((v6.vni, v6.port), (VXLAN_VNI, VXLAN_PORT));
-        assert_ne!(v4.mac, v6.mac, "a node's two VTEPs have their own MACs");
-        assert_eq!(v6.mac, Mac::for_node("n1", 6), "stable across restarts");
-        assert_eq!(VXLAN_V6.handle("n1"), "vxlan-v6-tunnel-addr-n1");
-        assert_eq!(VXLAN_V4.handle("n1"), "vxlan-tunnel-addr-n1");
-        let mut off = pool("fd00:245::/48", EncapMode::Always, EncapMode::Never, false);
-        off.disabled = true;
-        let pools = [
-            pool("10.244.0.0/16", EncapMode::Always, EncapMode::Never, false),
-            pool(
-                "fd00:244::/48",
-                EncapMode::CrossSubnet,
-                EncapMode::Never,
-                false,
-            ),
-            pool("fd00:246::/48", EncapMode::Never, EncapMode::Never, false),
-            off,
-        ];
-        assert_eq!(VXLAN_V4.pools(&pools), vec![pools[0].name.clone()]);
-        assert_eq!(VXLAN_V6.pools(&pools), vec![pools[1].name.clone()]);
-        assert!(VXLAN_V6.pools(&pools[..1]).is_empty());
-    }
-
-    #[test]
-    fn ipv6_peers_use_the_ipv6_vteps_and_node_addresses() {
-        let node = |name: &str, v4: &str, v6: &str, m: u8| NodeInfo {
-            name: name.into(),
-            ipv4: NodeAddr::parse(v4),
-            ipv6: NodeAddr::parse(v6),
-            vtep_v4: Some(Vtep {
-                addr: ip(&format!("10.244.{m}.0")),
-                mac: Mac([2, 0, 0, 0, 4, m]),
-            }),
-            vtep_v6: Some(Vtep {
-                addr: ip(&format!("fd00:244:0:{m}::")),
-                mac: Mac([2, 0, 0, 0, 6, m]),
-            }),
-        };
-        let mut inputs = OverlayInputs {
-            local: node("n1", "10.0.1.1/24", "fd00:11::1/64", 0),
-            nodes: NodeDirectory::new([
-                node("n2", "10.0.1.2/24", "fd00:11::2/64", 1),
-                node("n3", "10.0.2.3/24", "fd00:12::3/64", 2),
-            ]),
-            pools: vec![
-                pool("10.244.0.0/16", EncapMode::Never, EncapMode::Never, false),
-                pool(
-                    "fd00:244::/48",
-                    EncapMode::CrossSubnet,
-                    EncapMode::Never,
-                    false,
-                ),
-            ],
-            underlay_mtu_v4: 1500,
-            underlay_mtu_v6: 1500,
-        };
-        assert!(wanted_peers(&inputs, true).is_empty(), "no IPv4 VXLAN pool");
-        assert_eq!(
-            wanted_peers(&inputs, false),
-            vec![Peer {
-                vtep: Vtep {
-                    addr: ip("fd00:244:0:2::"),
-                    mac: Mac([2, 0, 0, 0, 6, 2]),
-                },
-                node: ip("fd00:12::3"),
-            }]
-        );
-        inputs.pools[1].vxlan_mode = EncapMode::Always;
-        assert_eq!(
-            wanted_peers(&inputs, false)
-                .iter()
-                .map(|p| p.node)
-                .collect::<Vec<_>>(),
-            vec![ip("fd00:11::2"), ip("fd00:12::3")]
-        );
     }
 
     #[test]
