@@ -399,33 +399,16 @@ fn bird_graceful_restart_both_roles() {
         || margay.diag(),
     );
     bird.kill();
-    wait(
+    margay.wait_stale(
         "margay holds BIRD's route as stale",
-        SLOW,
-        || {
-            let r = margay.best("10.20.0.0/24")?;
-            if r.stale {
-                Ok(())
-            } else {
-                Err(format!("{r:?}"))
-            }
-        },
+        "10.20.0.0/24",
+        true,
         || margay.diag(),
     );
     bird.spawn(&["-R"]);
-    wait(
-        "BIRD's route fresh again",
-        SLOW,
-        || {
-            let r = margay.best("10.20.0.0/24")?;
-            if !r.stale {
-                Ok(())
-            } else {
-                Err(format!("{r:?}"))
-            }
-        },
-        || format!("{}\n{}", margay.diag(), bird.diag()),
-    );
+    margay.wait_stale("BIRD's route fresh again", "10.20.0.0/24", false, || {
+        format!("{}\n{}", margay.diag(), bird.diag())
+    });
     wait(
         "BIRD relearns margay's route",
         SLOW,

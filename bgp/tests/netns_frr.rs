@@ -331,32 +331,18 @@ fn frr_graceful_restart_both_roles() {
     );
 
     margay.kill();
-    wait(
+    wait_peer_stale(
         "FRR keeps margay's route as stale",
-        SLOW,
-        || {
-            let p = frr_best(&frr, "ipv4", "10.1.0.0/24")?;
-            if p["stale"] == true {
-                Ok(())
-            } else {
-                Err(p.to_string())
-            }
-        },
+        true,
+        || frr_best(&frr, "ipv4", "10.1.0.0/24"),
         || frr.diag(),
     );
     margay.restart(&["--restarting"]);
     margay.wait_established(f.v4, || frr.diag());
-    wait(
+    wait_peer_stale(
         "End-of-RIB clears the stale flag",
-        SLOW,
-        || {
-            let p = frr_best(&frr, "ipv4", "10.1.0.0/24")?;
-            if p["stale"] != true {
-                Ok(())
-            } else {
-                Err(p.to_string())
-            }
-        },
+        false,
+        || frr_best(&frr, "ipv4", "10.1.0.0/24"),
         || format!("{}\n{}", margay.diag(), frr.diag()),
     );
 
@@ -369,33 +355,16 @@ fn frr_graceful_restart_both_roles() {
         || margay.diag(),
     );
     frr.kill_bgpd();
-    wait(
+    margay.wait_stale(
         "margay holds FRR's route as stale",
-        SLOW,
-        || {
-            let r = margay.best("10.30.0.0/24")?;
-            if r.stale {
-                Ok(())
-            } else {
-                Err(format!("{r:?}"))
-            }
-        },
+        "10.30.0.0/24",
+        true,
         || margay.diag(),
     );
     frr.restart_bgpd(&[]);
-    wait(
-        "FRR's route fresh again",
-        SLOW,
-        || {
-            let r = margay.best("10.30.0.0/24")?;
-            if !r.stale {
-                Ok(())
-            } else {
-                Err(format!("{r:?}"))
-            }
-        },
-        || format!("{}\n{}", margay.diag(), frr.diag()),
-    );
+    margay.wait_stale("FRR's route fresh again", "10.30.0.0/24", false, || {
+        format!("{}\n{}", margay.diag(), frr.diag())
+    });
 }
 
 #[test]

@@ -321,32 +321,18 @@ fn gobgp_graceful_restart_both_roles() {
     );
 
     margay.kill();
-    wait(
+    wait_peer_stale(
         "GoBGP keeps margay's route as stale",
-        SLOW,
-        || {
-            let p = gobgp_best(&gobgp, "ipv4", "10.1.0.0/24")?;
-            if p["stale"] == true {
-                Ok(())
-            } else {
-                Err(p.to_string())
-            }
-        },
+        true,
+        || gobgp_best(&gobgp, "ipv4", "10.1.0.0/24"),
         || gobgp.diag(),
     );
     margay.restart(&["--restarting"]);
     margay.wait_established(g.v4, || gobgp.diag());
-    wait(
+    wait_peer_stale(
         "End-of-RIB clears the stale flag",
-        SLOW,
-        || {
-            let p = gobgp_best(&gobgp, "ipv4", "10.1.0.0/24")?;
-            if p["stale"] != true {
-                Ok(())
-            } else {
-                Err(p.to_string())
-            }
-        },
+        false,
+        || gobgp_best(&gobgp, "ipv4", "10.1.0.0/24"),
         || format!("{}\n{}", margay.diag(), gobgp.diag()),
     );
 
@@ -357,32 +343,15 @@ fn gobgp_graceful_restart_both_roles() {
         || margay.diag(),
     );
     gobgp.kill();
-    wait(
+    margay.wait_stale(
         "margay holds GoBGP's route as stale",
-        SLOW,
-        || {
-            let r = margay.best("10.40.0.0/24")?;
-            if r.stale {
-                Ok(())
-            } else {
-                Err(format!("{r:?}"))
-            }
-        },
+        "10.40.0.0/24",
+        true,
         || margay.diag(),
     );
     gobgp.spawn(&["-r"]);
     add_route(&gobgp, "ipv4", "10.40.0.0/24");
-    wait(
-        "GoBGP's route fresh again",
-        SLOW,
-        || {
-            let r = margay.best("10.40.0.0/24")?;
-            if !r.stale {
-                Ok(())
-            } else {
-                Err(format!("{r:?}"))
-            }
-        },
-        || format!("{}\n{}", margay.diag(), gobgp.diag()),
-    );
+    margay.wait_stale("GoBGP's route fresh again", "10.40.0.0/24", false, || {
+        format!("{}\n{}", margay.diag(), gobgp.diag())
+    });
 }

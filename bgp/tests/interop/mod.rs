@@ -28,6 +28,29 @@ pub const SLOW: Duration = Duration::from_secs(90);
 
 /// Polls `f` every 200 ms until it returns `Ok`, or panics after `limit`
 /// with its last error and `diag()` (the daemons' own views).
+/// Waits until a daemon's best path for a prefix (its JSON, from `best`)
+/// carries the graceful-restart stale mark, or no longer does.
+pub fn wait_peer_stale(
+    what: &str,
+    stale: bool,
+    best: impl Fn() -> Result<serde_json::Value, String>,
+    diag: impl Fn() -> String,
+) {
+    wait(
+        what,
+        SLOW,
+        || {
+            let p = best()?;
+            if (p["stale"] == true) == stale {
+                Ok(())
+            } else {
+                Err(p.to_string())
+            }
+        },
+        diag,
+    );
+}
+
 pub fn wait<T>(
     what: &str,
     limit: Duration,
@@ -314,6 +337,24 @@ impl Margay {
     }
 
     /// The best path of `prefix` in the Loc-RIB.
+    /// Waits until margay's best path for `prefix` is stale (the peer is
+    /// restarting) or fresh again.
+    pub fn wait_stale(&self, what: &str, prefix: &str, stale: bool, diag: impl Fn() -> String) {
+        wait(
+            what,
+            SLOW,
+            || {
+                let r = self.best(prefix)?;
+                if r.stale == stale {
+                    Ok(())
+                } else {
+                    Err(format!("{r:?}"))
+                }
+            },
+            diag,
+        );
+    }
+
     pub fn best(&self, prefix: &str) -> Result<RouteView, String> {
         self.routes(RouteQuery::LocRib)?
             .into_iter()
